@@ -1,0 +1,3 @@
+"""Interactive ipywidgets explorers (lessons 02-04 and 08)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Attention maps over image patches (lesson 09)."""
+
+__all__: list[str] = []
