@@ -126,7 +126,7 @@ def run(quick: bool = False) -> list[dict]:
         sweep = dict(lengths=(32, 64), fixed_len=64, batch=1, heads=2, head_dim=16, repeat=1)
         decode = dict(source_lengths=(64,), d_model=64, heads=2, repeat=1)
     else:
-        sweep = dict(lengths=(256, 512, 1024, 2048), fixed_len=1024, batch=1, heads=8, head_dim=64, repeat=5)
+        sweep = dict(lengths=(128, 256, 512, 1024), fixed_len=512, batch=1, heads=8, head_dim=64, repeat=5)
         decode = dict(source_lengths=(256, 1024, 4096), d_model=512, heads=8, repeat=5)
     rows = sweep_rows(**sweep, device=device) + decode_rows(**decode, device=device)
     return _with_ratios(rows)
