@@ -20,6 +20,7 @@ limited by arithmetic or by memory traffic.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -300,7 +301,8 @@ def measure(
     ``warmup`` untimed calls come first (they pay for one-time costs: lazy
     initialisation, allocator growth, kernel compilation). Then ``repeat`` timed
     calls; the median is robust to the odd slow call on a shared machine. On a GPU
-    every timed call is bracketed by synchronisations. Memory is measured in one
+    every timed call is bracketed by synchronisations. Python's garbage collector is
+    paused during the timed calls, as ``timeit`` does. Memory is measured in one
     extra call: ``torch.cuda.max_memory_allocated`` on CUDA, the profiler's
     allocation events on the CPU (see ``Measurement.peak_bytes``).
 
@@ -329,12 +331,18 @@ def measure(
     for _ in range(warmup):
         fn(*args)
     times = []
-    for _ in range(repeat):
-        _synchronize(dev)
-        start = now()
-        fn(*args)
-        _synchronize(dev)
-        times.append(now() - start)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: a collection of unrelated objects is not fn's cost
+    try:
+        for _ in range(repeat):
+            _synchronize(dev)
+            start = now()
+            fn(*args)
+            _synchronize(dev)
+            times.append(now() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     peak = _peak_bytes(fn, args, dev) if memory else None
     return Measurement(statistics.median(times), peak, tuple(times), clock)
 
