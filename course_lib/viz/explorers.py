@@ -5,15 +5,18 @@ last line of a notebook cell to display it. The box also exposes what it shows, 
 explorer can be tested without a browser:
 
 * ``box.controls``: ``{name: widget}``; setting a widget's ``.value`` redraws the figure;
-* ``box.figure``: the ``matplotlib.figure.Figure`` drawn into;
+* ``box.figure``: the ``matplotlib.figure.Figure`` drawn into, and ``box.image``, the
+  ``ipywidgets.Image`` that shows it as a PNG;
 * ``box.shown``: ``{name: value}``, the data drawn right now (e.g. ``"weights"``).
 
 The figure is a plain ``Figure`` that pyplot does not manage, so Jupyter's inline
-backend never shows it a second time below the widget.
+backend never shows it a second time below the widget; ``box.figure`` as the last line
+of a cell shows the current picture without a live widget.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,28 +31,26 @@ from .core import as_numpy, heatmap
 __all__ = ["head_explorer", "mask_explorer", "target_explorer", "temperature_explorer"]
 
 
-def _display(out: widgets.Output, figure: Figure) -> None:
-    """Show ``figure`` in ``out``, replacing what was there (only inside IPython)."""
-    from IPython import get_ipython
-    from IPython.display import display
-
-    if get_ipython() is None:  # plain Python (tests, scripts): the figure is built but not shown
-        return
-    with out:
-        out.clear_output(wait=True)
-        display(figure)
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def _explorer(controls: dict[str, widgets.ValueWidget], figure: Figure, draw: Callable[[], dict]) -> widgets.VBox:
-    """Controls above a figure. ``draw()`` draws into the cleared ``figure`` and returns what it shows."""
-    out = widgets.Output()
-    box = widgets.VBox([widgets.HBox(list(controls.values())), out])
-    box.controls, box.figure, box.shown = controls, figure, {}
+    """Controls above a picture of ``figure``. ``draw()`` draws into the cleared figure and returns what it shows.
+
+    The picture is an ``ipywidgets.Image`` whose PNG bytes are replaced on every change: it lives in the
+    widget's state, so it needs no output capture and behaves the same in JupyterLab, in nbclient and in tests.
+    """
+    image = widgets.Image(format="png")
+    box = widgets.VBox([widgets.HBox(list(controls.values())), image])
+    box.controls, box.figure, box.image, box.shown = controls, figure, image, {}
 
     def refresh(_change: Any = None) -> None:
         figure.clear()
         box.shown = draw()
-        _display(out, figure)
+        image.value = _png(figure)
 
     for control in controls.values():
         control.observe(refresh, names="value")
@@ -142,7 +143,14 @@ def temperature_explorer(
         raise ValueError(f"temperature_explorer needs the (len_k,) scores of one query, got shape {s.shape}")
     _check_labels("keys", keys, s.shape[0], s.shape)
     slider = widgets.FloatLogSlider(
-        value=temperature, base=10, min=-1.3, max=1.3, step=0.05, description="temperature", readout_format=".2f"
+        value=temperature,
+        base=10,
+        min=-1.3,
+        max=1.3,
+        step=0.05,
+        description="temperature",
+        readout_format=".2f",
+        continuous_update=False,  # redraw when the slider is released, not at every pixel
     )
     figure = Figure(figsize=(3.0 + 1.5 * len(s), 3.3), layout="constrained")
 
