@@ -78,7 +78,8 @@ def heatmap(
         ax.set_title(title)
     if annotate:
         for (i, j), value in np.ndenumerate(w):
-            bright = value > (np.nanmax(w) + (vmin or 0)) / 2
+            top = np.nanmax(w) if vmax is None else vmax
+            bright = value > ((vmin or 0) + top) / 2
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="black" if bright else "white")
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -107,7 +108,17 @@ def head_grid(
         if h >= heads:
             ax.axis("off")
             continue
-        heatmap(w[h], keys, queries, ax=ax, title=f"head {h}", vmax=vmax, colorbar=False, xlabel="", ylabel="")
+        heatmap(
+            w[h],
+            keys,
+            queries,
+            ax=ax,
+            title=f"head {h}",
+            vmax=vmax,
+            colorbar=False,
+            xlabel="key (source)" if h >= heads - ncols else "",
+            ylabel="query (target)" if h % ncols == 0 else "",
+        )
         if h % ncols:
             ax.set_yticks([])
     if title:
