@@ -12,10 +12,11 @@ Conventions used everywhere in this module:
 * Attention shapes follow the course: ``(batch, heads, len_q, head_dim)`` queries,
   ``(batch, heads, len_k, head_dim)`` keys and values.
 
-The formulas are plain arithmetic on the shapes. ``measure`` and ``scaling_study``
-check them on the machine at hand; ``fit_power_law`` turns a sweep into an exponent
-with a confidence interval; the roofline helpers say whether a computation is
-limited by arithmetic or by memory traffic.
+The formulas are plain arithmetic on the shapes. ``count_flops`` checks the FLOP
+counts against PyTorch's counter; ``measure`` and ``scaling_study`` check them on the
+machine at hand; ``fit_power_law`` turns a sweep into an exponent with a confidence
+interval; the roofline helpers say whether a computation is limited by arithmetic or
+by memory traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .attention import scaled_dot_product_attention
 
@@ -43,6 +45,7 @@ __all__ = [
     "attention_flops",
     "attention_memory_bytes",
     "copy_bandwidth",
+    "count_flops",
     "fit_power_law",
     "matmul_flops_per_second",
     "measure",
@@ -79,27 +82,51 @@ def _check_implementation(implementation: str) -> None:
 
 
 # --- counting -----------------------------------------------------------------
-def attention_flops(batch: int, heads: int, len_q: int, len_k: int, head_dim: int, *, backward: bool = False) -> int:
+def attention_flops(
+    batch: int,
+    heads: int,
+    len_q: int,
+    len_k: int,
+    head_dim: int,
+    *,
+    dim_v: int | None = None,
+    backward: bool = False,
+) -> int:
     """FLOPs of the attention core ``softmax(Q Kᵀ / √d) V``.
 
-    Two matmuls per head: ``Q Kᵀ`` is ``(len_q, head_dim) @ (head_dim, len_k)`` and
-    ``P V`` is ``(len_q, len_k) @ (len_k, head_dim)``; each costs
-    ``2·len_q·len_k·head_dim``. So the forward pass costs ``4·B·H·Lq·Lk·d``.
+    Two matmuls per head: ``Q Kᵀ`` is ``(len_q, head_dim) @ (head_dim, len_k)``, which
+    costs ``2·len_q·len_k·head_dim``, and ``P V`` is ``(len_q, len_k) @ (len_k, dim_v)``,
+    which costs ``2·len_q·len_k·dim_v``. So the forward pass costs
+    ``2·B·H·Lq·Lk·(d + d_v)``, i.e. ``4·B·H·Lq·Lk·d`` when ``d_v = d``.
 
     Args:
         batch, heads, len_q, len_k, head_dim: the sizes of ``(batch, heads, len_q, head_dim)``
-            queries and ``(batch, heads, len_k, head_dim)`` keys and values.
-        backward: return the cost of the backward pass instead: ``2.5×`` the forward,
-            the FlashAttention convention (five matmuls: ``Q Kᵀ`` is recomputed, then
-            the gradients of ``P``, ``V``, ``Q`` and ``K``). Plain autograd, which stores
-            ``P`` instead of recomputing it, does four (``2×``).
+            queries and ``(batch, heads, len_k, head_dim)`` keys.
+        dim_v: the values' last size, ``(batch, heads, len_k, dim_v)``; ``head_dim`` by default.
+        backward: return the cost of the backward pass instead, by the FlashAttention
+            convention: five matmuls (``Q Kᵀ`` is recomputed, then the gradients of ``P``
+            and ``V``, of size ``d_v``, and of ``Q`` and ``K``, of size ``d``), i.e.
+            ``2·B·H·Lq·Lk·(3·d + 2·d_v)``, ``2.5×`` the forward when ``d_v = d``. Plain
+            autograd, which stores ``P`` instead of recomputing it, does four (``2×``).
 
     Returns:
         FLOPs (int), two per multiply-add; softmax and scaling are not counted.
     """
-    _check_sizes(batch=batch, heads=heads, len_q=len_q, len_k=len_k, head_dim=head_dim)
-    forward = 4 * batch * heads * len_q * len_k * head_dim
-    return forward * 5 // 2 if backward else forward
+    dim_v = head_dim if dim_v is None else dim_v
+    _check_sizes(batch=batch, heads=heads, len_q=len_q, len_k=len_k, head_dim=head_dim, dim_v=dim_v)
+    per_score = 3 * head_dim + 2 * dim_v if backward else head_dim + dim_v
+    return 2 * batch * heads * len_q * len_k * per_score
+
+
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """FLOPs that PyTorch's ``FlopCounterMode`` counts in one call of ``fn(*args, **kwargs)``.
+
+    The counter sees the matrix products (two FLOPs per multiply-add, as the formulas of
+    this module) and ignores elementwise work, so it checks the formulas exactly.
+    """
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops()
 
 
 def projection_flops(

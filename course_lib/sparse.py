@@ -25,9 +25,12 @@ Shapes follow COURSE_DESIGN § 3: attention cores take ``(batch, heads, len, hea
 a key mask ``key_mask`` is ``(batch, len_k)`` bool, True = real key (what
 ``padding_mask(lengths)`` returns). Fully masked query rows give zeros, never NaN.
 
-The cost functions (``*_flops``) count the multiply-adds of the attention core as 2 FLOPs
-each, as ``torch.utils.flop_counter.FlopCounterMode`` does; projections are left out:
-they cost the same ``O((Lq + Lk)·d²)`` in every variant.
+The cost functions (``*_flops``) follow ``course_lib.complexity``: forward FLOPs of the
+attention core, 2 per multiply-add, as ``torch.utils.flop_counter.FlopCounterMode`` counts
+them; softmax and projections are left out (the projections cost the same
+``O((Lq + Lk)·d²)`` in every variant). Dense attention's cost is
+``complexity.attention_flops``, ``4·B·H·Lq·Lk·d``; band and latent attention are dense
+attention over fewer keys, and are counted with it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import softmax
+from .complexity import _check_sizes, attention_flops
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -52,7 +56,6 @@ __all__ = [
     "band_mask",
     "block_layout",
     "block_sparse_mask",
-    "dense_attention_flops",
     "elu_feature_map",
     "latent_attention_flops",
     "linear_attention",
@@ -496,24 +499,17 @@ def linear_attention(
 
 
 # --- cost models (forward FLOPs of the attention core) --------------------------------------
-def dense_attention_flops(
-    batch: int, heads: int, len_q: int, len_k: int, head_dim: int, *, dim_v: int | None = None
-) -> int:
-    """``Q Kᵀ`` then ``weights · V``: ``2·B·H·Lq·Lk·(d + d_v)``, i.e. ``4·B·H·Lq·Lk·d``."""
-    dim_v = head_dim if dim_v is None else dim_v
-    return 2 * batch * heads * len_q * len_k * (head_dim + dim_v)
-
-
 def band_attention_flops(
     batch: int, heads: int, len_q: int, width: int, head_dim: int, *, dim_v: int | None = None, global_tokens: int = 0
 ) -> int:
     """``band_attention``: every query scores its ``W = global_tokens + width`` slots.
 
+    Dense attention over ``W`` keys, ``attention_flops(B, H, Lq, W, d)``, i.e.
     ``2·B·H·Lq·W·(d + d_v)``: independent of ``len_k``. Slots clipped at the source's ends
     are computed and masked, so they are counted.
     """
-    dim_v = head_dim if dim_v is None else dim_v
-    return 2 * batch * heads * len_q * (global_tokens + width) * (head_dim + dim_v)
+    _check_sizes(allow_zero=("global_tokens",), width=width, global_tokens=global_tokens)
+    return attention_flops(batch, heads, len_q, global_tokens + width, head_dim, dim_v=dim_v)
 
 
 def latent_attention_flops(
@@ -521,11 +517,14 @@ def latent_attention_flops(
 ) -> int:
     """``M`` latents read ``Lk`` keys, then ``Lq`` queries read the ``M`` latents.
 
-    ``2·B·H·M·(Lk + Lq)·(d + d_v)``: linear in the source length. ``len_q=0`` counts the
-    latent step alone (``LatentCrossAttention``'s core).
+    Two dense attentions, ``attention_flops(B, H, M, Lk, d) + attention_flops(B, H, Lq, M, d)``,
+    i.e. ``2·B·H·M·(Lk + Lq)·(d + d_v)``: linear in the source length. ``len_q=0`` counts
+    the latent step alone (``LatentCrossAttention``'s core).
     """
-    dim_v = head_dim if dim_v is None else dim_v
-    return 2 * batch * heads * num_latents * (len_k + len_q) * (head_dim + dim_v)
+    _check_sizes(allow_zero=("len_q",), num_latents=num_latents, len_q=len_q)
+    read_source = attention_flops(batch, heads, num_latents, len_k, head_dim, dim_v=dim_v)
+    read_latents = attention_flops(batch, heads, len_q, num_latents, head_dim, dim_v=dim_v) if len_q else 0
+    return read_source + read_latents
 
 
 def linear_attention_flops(
@@ -534,7 +533,8 @@ def linear_attention_flops(
     """``φ(K)ᵀ [V, 1]`` once, then ``φ(Q) [kv, normaliser]``: ``2·B·H·(Lk + Lq)·d·(d_v + 1)``.
 
     The feature map and the division are ``O((Lq + Lk)·d)`` and not counted, as softmax
-    is not counted in ``dense_attention_flops``.
+    is not counted in ``complexity.attention_flops``.
     """
     dim_v = head_dim if dim_v is None else dim_v
+    _check_sizes(batch=batch, heads=heads, len_q=len_q, len_k=len_k, head_dim=head_dim, dim_v=dim_v)
     return 2 * batch * heads * (len_k + len_q) * head_dim * (dim_v + 1)

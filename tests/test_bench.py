@@ -49,3 +49,26 @@ def test_complexity_suite_quick(tmp_path):
         shapes = {r["shape"] for r in rows if r["sweep"] == sweep}
         baselines = {r["shape"] for r in rows if r["sweep"] == sweep and r["implementation"] == r["baseline"]}
         assert shapes == baselines
+
+
+SPARSE_COLUMNS = ["suite", "method", "len_q", "len_k", "ms", "MiB", "GFLOP", "rel_err", "speedup", "mem_ratio"]
+
+
+def test_sparse_suite_quick(tmp_path):
+    out = run_bench("sparse", tmp_path / "sparse.csv")
+    header = out.split("== suite: sparse ==")[1].strip().splitlines()[0].split()
+    assert header == SPARSE_COLUMNS[1:]
+    with open(tmp_path / "sparse.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0]) == SPARSE_COLUMNS
+    assert {r["method"] for r in rows} == {"dense", "dense+mask", "sdpa", "band", "latent", "linear"}
+    for r in rows:
+        numbers = {c: float(r[c]) for c in ("ms", "GFLOP", "speedup")}
+        assert all(math.isfinite(x) and x > 0 for x in numbers.values()), r
+        for c in ("MiB", "mem_ratio"):  # complexity.measure's peak, or NaN where the device has none
+            x = float(r[c])
+            assert (math.isfinite(x) and x > 0) or (math.isnan(x) and not PEAK_MEMORY_COUNTER), r
+        assert (r["rel_err"] == "") == (r["method"] == "latent"), r  # latent is a different model
+        if r["method"] == "dense":
+            assert float(r["speedup"]) == 1.0 and float(r["rel_err"]) == 0.0
+            assert float(r["mem_ratio"]) == 1.0 or not PEAK_MEMORY_COUNTER

@@ -18,6 +18,7 @@ from course_lib.complexity import (
     attention_flops,
     attention_memory_bytes,
     copy_bandwidth,
+    count_flops,
     fit_power_law,
     matmul_flops_per_second,
     measure,
@@ -27,17 +28,26 @@ from course_lib.complexity import (
 )
 
 
-def counted_flops(fn, *args) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn(*args)
-    return counter.get_total_flops()
-
-
 # --- FLOPs ------------------------------------------------------------------------
 @pytest.mark.parametrize("b, h, lq, lk, d", [(2, 3, 5, 7, 8), (1, 1, 1, 13, 4), (3, 2, 17, 1, 6)])
 def test_attention_flops_equal_pytorch_counter(b, h, lq, lk, d):
     q, k, v = torch.randn(b, h, lq, d), torch.randn(b, h, lk, d), torch.randn(b, h, lk, d)
-    assert counted_flops(scaled_dot_product_attention, q, k, v) == attention_flops(b, h, lq, lk, d)
+    assert count_flops(scaled_dot_product_attention, q, k, v) == attention_flops(b, h, lq, lk, d)
+
+
+def test_count_flops_is_the_pytorch_counter_around_one_call():
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    assert count_flops(torch.matmul, a, b) == 2 * 3 * 5 * 7  # 2 per multiply-add
+    assert count_flops(torch.addmm, torch.zeros(3, 7), a, b, beta=0.5) == 2 * 3 * 5 * 7  # kwargs reach fn
+    assert count_flops(torch.softmax, a, -1) == 0  # elementwise work is not counted
+
+
+@pytest.mark.parametrize("b, h, lq, lk, d, dv", [(2, 3, 5, 7, 8, 6), (1, 2, 4, 9, 4, 12)])
+def test_attention_flops_with_a_value_width_of_its_own(b, h, lq, lk, d, dv):
+    q, k, v = torch.randn(b, h, lq, d), torch.randn(b, h, lk, d), torch.randn(b, h, lk, dv)
+    assert count_flops(scaled_dot_product_attention, q, k, v) == attention_flops(b, h, lq, lk, d, dim_v=dv)
+    assert attention_flops(b, h, lq, lk, d, dim_v=dv) == 2 * b * h * lq * lk * (d + dv)
+    assert attention_flops(b, h, lq, lk, d, dim_v=d) == attention_flops(b, h, lq, lk, d)
 
 
 def test_attention_flops_by_hand():
@@ -58,11 +68,20 @@ def test_backward_flops_conventions():
     assert attention_flops(2, 2, 5, 9, 8, backward=True) == 5 * forward // 2
 
 
+def test_flash_backward_is_autograd_backward_plus_the_recomputed_scores():
+    # with d_v != d the 2.5x rule does not hold; the five matmuls do: autograd's four, plus Q Kᵀ again
+    q, k, v = (torch.randn(2, 3, n, dim, requires_grad=True) for n, dim in [(5, 8), (9, 8), (9, 4)])
+    out = scaled_dot_product_attention(q, k, v)
+    autograd = count_flops(out.sum().backward)
+    recompute = count_flops(torch.matmul, q.detach(), k.detach().transpose(-2, -1))
+    assert attention_flops(2, 3, 5, 9, 8, dim_v=4, backward=True) == autograd + recompute
+
+
 def test_projection_flops_equal_pytorch_counter_for_a_cross_attention_layer():
     m = MultiHeadAttention(24, 3, d_context=10)
     x, ctx = torch.randn(2, 5, 24), torch.randn(2, 7, 10)
     expected = projection_flops(2, 5, 7, 24, 10) + attention_flops(2, 3, 5, 7, 8)
-    assert counted_flops(m, x, ctx) == expected
+    assert count_flops(m, x, ctx) == expected
     assert projection_flops(2, 5, 7, 24, 10) == 4 * 2 * 5 * 24 * 24 + 4 * 2 * 7 * 10 * 24
 
 
@@ -72,7 +91,7 @@ def test_cached_decoding_step_skips_the_key_value_projections():
     cache = m.precompute_context(ctx)
     x_t = torch.randn(3, 1, 16)
     expected = projection_flops(3, 1, 9, 16, 12, cached_kv=True) + attention_flops(3, 2, 1, 9, 8)
-    assert counted_flops(m.step, x_t, cache) == expected
+    assert count_flops(m.step, x_t, cache) == expected
     assert projection_flops(3, 1, 9, 16, 12, cached_kv=True) < projection_flops(3, 1, 9, 16, 12)
 
 
@@ -84,6 +103,9 @@ def test_counts_reject_nonsense_sizes(bad):
         projection_flops(1, 4, 4, bad)
     with pytest.raises(ValueError, match="head_dim"):
         attention_memory_bytes(1, 1, 4, 4, bad)
+    if bad is not None:  # None is dim_v's default, head_dim
+        with pytest.raises(ValueError, match="dim_v"):
+            attention_flops(1, 1, 4, 4, 8, dim_v=bad)
 
 
 # --- memory and traffic models ------------------------------------------------
@@ -148,6 +170,19 @@ def test_measure_sees_a_transient_score_matrix_freed_before_return():
     assert scores <= m.peak_bytes < 1.05 * scores  # the result is one float; the scores were the peak
     longer = measure(lambda q, k: (q @ k.transpose(-2, -1)).sum(), q, torch.cat([k, k], dim=2), repeat=2)
     assert longer.peak_bytes == pytest.approx(2 * m.peak_bytes, rel=0.01)
+
+
+def test_measure_peak_is_the_live_high_water_mark_not_the_sum_of_allocations():
+    x = torch.randn(1024)  # exists before the call: not counted
+
+    def f():
+        a = torch.empty(2**18)  # 1 MiB
+        del a
+        b = torch.empty(2**18)  # 1 MiB again, after a was freed
+        c = x[:10] * 2  # a small new tensor; x[:10] itself is a view, not an allocation
+        return b, c
+
+    assert 2**20 <= measure(f, repeat=1).peak_bytes < 2**20 + 4096
 
 
 def test_measure_counts_nothing_for_a_view_and_matches_the_naive_memory_model():
@@ -263,12 +298,13 @@ def test_t_quantile_matches_tables():
         t_quantile(0.9, 0)
 
 
-def test_fit_recovers_an_exact_power_law():
+@pytest.mark.parametrize("prefactor, exponent", [(3.0, 1.5), (3.0, 2.0), (5.0, 0.5)])
+def test_fit_recovers_an_exact_power_law(prefactor, exponent):
     xs = np.array([64, 128, 256, 512])
-    fit = fit_power_law(xs, 3.0 * xs**1.5)
-    assert fit.exponent == pytest.approx(1.5) and fit.prefactor == pytest.approx(3.0)
+    fit = fit_power_law(xs, prefactor * xs**exponent)
+    assert fit.exponent == pytest.approx(exponent) and fit.prefactor == pytest.approx(prefactor)
     assert fit.high - fit.low == pytest.approx(0.0, abs=1e-9)
-    np.testing.assert_allclose(fit(xs), 3.0 * xs**1.5)
+    np.testing.assert_allclose(fit(xs), prefactor * xs**exponent)
 
 
 def test_fit_interval_has_its_coverage():

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_attention, tol
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from course_lib import merge_heads, padding_mask, scaled_dot_product_attention, split_heads
 from course_lib.bench import sparse as bench
+from course_lib.complexity import attention_flops, attention_memory_bytes, count_flops, measure
 from course_lib.sparse import (
     LatentCrossAttention,
     band_attention,
@@ -21,7 +21,6 @@ from course_lib.sparse import (
     band_mask,
     block_layout,
     block_sparse_mask,
-    dense_attention_flops,
     elu_feature_map,
     latent_attention_flops,
     linear_attention,
@@ -40,12 +39,6 @@ def qkv(b, h, lq, lk, d, dv=None, dtype=F64):
         torch.randn(b, h, lk, d, dtype=dtype),
         torch.randn(b, h, lk, dv, dtype=dtype),
     )
-
-
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 # --- band_mask: the definition ---------------------------------------------------------------
@@ -275,28 +268,30 @@ def test_band_attention_never_builds_anything_the_size_of_len_q_times_len_k():
     assert (b, h, lq, 4096) in rec.shapes
 
 
-# --- cost models, checked against PyTorch's FLOP counter --------------------------------------------
+# --- cost models: PyTorch's FLOP counter, and lesson 05's attention_flops for dense attention -------
 def test_dense_and_band_flops_match_the_flop_counter():
     b, h, lq, lk, d, dv, w, g = 2, 3, 10, 50, 8, 6, 5, 2
     q, k, v = qkv(b, h, lq, lk, d, dv)
-    assert flops(lambda: scaled_dot_product_attention(q, k, v)) == dense_attention_flops(b, h, lq, lk, d, dim_v=dv)
-    assert flops(lambda: band_attention(q, k, v, w, global_tokens=g)) == band_attention_flops(
+    assert count_flops(scaled_dot_product_attention, q, k, v) == attention_flops(b, h, lq, lk, d, dim_v=dv)
+    assert count_flops(band_attention, q, k, v, w, global_tokens=g) == band_attention_flops(
         b, h, lq, w, d, dim_v=dv, global_tokens=g
     )
-    assert dense_attention_flops(b, h, lq, lk, d) == 4 * b * h * lq * lk * d  # lesson 05's formula
+    # the band is dense attention over its W = g + w slots per query
+    assert band_attention_flops(b, h, lq, w, d, dim_v=dv, global_tokens=g) == attention_flops(
+        b, h, lq, g + w, d, dim_v=dv
+    )
+    assert attention_flops(b, h, lq, lk, d) == 4 * b * h * lq * lk * d  # lesson 05's formula
 
 
 def test_band_flops_do_not_grow_with_the_source_and_save_w_over_lk():
-    measured = [flops(lambda lk=lk: band_attention(*qkv(1, 2, 16, lk, 8), 6)) for lk in (64, 256, 1024)]
+    measured = [count_flops(band_attention, *qkv(1, 2, 16, lk, 8), 6) for lk in (64, 256, 1024)]
     assert measured[0] == measured[1] == measured[2] == band_attention_flops(1, 2, 16, 6, 8)
-    assert band_attention_flops(1, 2, 16, 6, 8) / dense_attention_flops(1, 2, 16, 1024, 8) == 6 / 1024
+    assert band_attention_flops(1, 2, 16, 6, 8) / attention_flops(1, 2, 16, 1024, 8) == 6 / 1024
 
 
 def test_a_mask_alone_saves_no_flops():
     q, k, v = qkv(1, 2, 16, 64, 8)
-    assert flops(lambda: scaled_dot_product_attention(q, k, v, band_mask(16, 64, 4))) == dense_attention_flops(
-        1, 2, 16, 64, 8
-    )
+    assert count_flops(scaled_dot_product_attention, q, k, v, band_mask(16, 64, 4)) == attention_flops(1, 2, 16, 64, 8)
 
 
 def test_linear_flops_match_the_flop_counter_and_grow_linearly():
@@ -304,7 +299,7 @@ def test_linear_flops_match_the_flop_counter_and_grow_linearly():
     counts = []
     for n in (64, 128, 256):
         q, k, v = qkv(b, h, n // 4, n, d, dv)
-        counts.append(flops(lambda q=q, k=k, v=v: linear_attention(q, k, v)))
+        counts.append(count_flops(linear_attention, q, k, v))
         assert counts[-1] == linear_attention_flops(b, h, n // 4, n, d, dim_v=dv)
     assert counts[2] == 2 * counts[1] == 4 * counts[0]  # linear in N when Lq grows with N
 
@@ -315,8 +310,29 @@ def test_latent_flops_match_the_flop_counter():
     context = torch.randn(b, n, d_ctx)
     projections = 2 * b * (2 * m * d_model * d_model + 2 * n * d_ctx * d_model)  # q, out; k, v
     core = latent_attention_flops(b, heads, m, n, d_model // heads)
-    assert flops(lambda: module(context)) == projections + core
+    assert count_flops(module, context) == projections + core
     assert core == 4 * b * m * n * d_model  # O(M·N), independent of any target length
+
+
+def test_latent_flops_with_a_read_out_are_two_dense_attentions():
+    b, h, m, lq, lk, d = 2, 3, 5, 7, 30, 8
+    q, k, v = qkv(b, h, lq, lk, d)
+    latents = torch.randn(b, h, m, d, dtype=F64)
+    counted = count_flops(bench.latent_core, q, k, v, latents)
+    assert counted == latent_attention_flops(b, h, m, lk, d, len_q=lq)
+    assert counted == attention_flops(b, h, m, lk, d) + attention_flops(b, h, lq, m, d)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, None])
+def test_cost_models_reject_nonsense_sizes(bad):
+    with pytest.raises(ValueError, match="width"):
+        band_attention_flops(1, 1, 4, bad, 8)
+    with pytest.raises(ValueError, match="num_latents"):
+        latent_attention_flops(1, 1, bad, 16, 8)
+    with pytest.raises(ValueError, match="len_k"):
+        linear_attention_flops(1, 1, 4, bad, 8)
+    with pytest.raises(ValueError, match="len_q"):
+        band_attention_flops(1, 1, bad, 4, 8)
 
 
 # --- block-sparse layouts and global tokens --------------------------------------------------------
@@ -504,33 +520,12 @@ def test_linear_attention_is_not_softmax_attention():
 
 
 # --- the bench suite's helpers ------------------------------------------------------------------------
-def test_peak_memory_counts_live_tensors_not_the_sum_of_allocations():
-    x = torch.randn(1024, dtype=torch.float32)  # exists before: not counted
-
-    def f():
-        a = torch.empty(2**18)  # 1 MiB
-        del a
-        b = torch.empty(2**18)  # 1 MiB again, after a was freed
-        c = x[:10] * 2  # a small new tensor; x[:10] itself is a view, not an allocation
-        return b, c
-
-    with bench.PeakMemory() as mem:
-        f()
-    assert 2**20 <= mem.peak < 2**20 + 4096
-
-
 def test_band_memory_is_smaller_than_dense_for_a_long_source():
     q, k, v = qkv(1, 2, 256, 4096, 16, dtype=torch.float32)
-    dense = bench.peak_mib(lambda: scaled_dot_product_attention(q, k, v))
-    band = bench.peak_mib(lambda: band_attention(q, k, v, 16))
-    assert dense >= 2 * 256 * 4096 * 4 * 2 / 2**20  # at least scores and weights, (2, 256, 4096) fp32
+    dense = measure(scaled_dot_product_attention, q, k, v, repeat=1, warmup=0).peak_bytes
+    band = measure(band_attention, q, k, v, 16, repeat=1, warmup=0).peak_bytes
+    assert dense >= 2 * 256 * 4096 * 4 * 2  # at least scores and weights, (2, 256, 4096) fp32
     assert band < dense / 10
-
-
-def test_loglog_slope_of_a_power_law():
-    xs = [1, 2, 4, 8]
-    assert bench.loglog_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
-    assert bench.loglog_slope(xs, [5 * x**0.5 for x in xs]) == pytest.approx(0.5)
 
 
 def test_alignment_inputs_put_the_mass_in_the_band():
@@ -555,4 +550,21 @@ def test_sweep_rows():
     assert by_name["band"]["rel_err"] == pytest.approx(by_name["dense+mask"]["rel_err"], rel=1e-3, abs=1e-6)
     assert "rel_err" not in by_name["latent"]  # a different model: no error against dense
     assert by_name["band"]["GFLOP"] * 1e9 == band_attention_flops(1, 2, 16, 8, 16)
+    assert by_name["dense"]["GFLOP"] * 1e9 == attention_flops(1, 2, 16, 64, 16)
     assert all(r["ms"] > 0 and r["MiB"] > 0 for r in rows)
+    # complexity.measure's peak: the naive core holds at least its scores and weights
+    assert by_name["dense"]["MiB"] * 2**20 >= attention_memory_bytes(1, 2, 16, 64, 16)
+    assert all(r["mem_ratio"] == r["MiB"] / by_name["dense"]["MiB"] for r in rows)
+
+
+def test_sweep_times_with_the_clock_it_is_given():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="set_num_threads"):  # CPU time sees one thread only
+            bench.sweep([32], repeats=1, heads=1, head_dim=8, width=4, num_latents=2, clock="cpu")
+        torch.set_num_threads(1)
+        rows = bench.sweep([32], repeats=1, heads=1, head_dim=8, width=4, num_latents=2, names=["band"], clock="cpu")
+        assert [r["method"] for r in rows] == ["band"] and rows[0]["ms"] > 0
+    finally:
+        torch.set_num_threads(threads)

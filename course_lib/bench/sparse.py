@@ -14,7 +14,7 @@ Rows (``method``):
 * ``dense``: ``course_lib.scaled_dot_product_attention``, the textbook ``O(Lq·Lk)`` baseline;
 * ``dense+mask``: the same with ``band_mask``: a mask changes the answer, not the cost;
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``, PyTorch's fused dense
-  kernel, for an honest reference (its internal scratch memory is not seen, see below);
+  kernel, for an honest reference;
 * ``band``: ``band_attention`` (``width`` keys per query, gathered);
 * ``latent``: ``M`` latent queries read the source, then the queries read the latents
   (the attention core of ``LatentCrossAttention`` plus its read-out). It is a different
@@ -23,32 +23,30 @@ Rows (``method``):
   shows how far it is from softmax attention on the same inputs, not how well a trained
   linear model would do.
 
-Memory is measured by ``PeakMemory``, which sees every tensor an operator returns, on any
-device; scratch buffers a fused kernel allocates inside itself are invisible to it.
-Timings are medians of ``time.perf_counter`` (CUDA is synchronised).
+Time and memory come from ``course_lib.complexity.measure``, as in lesson 05: the median
+of ``repeats`` calls by its ``clock``, and the peak memory allocated during one call above
+what existed before it (the inputs are not counted). On the CPU that peak comes from the
+profiler's allocation events, so the scratch buffers a fused kernel such as ``sdpa``
+allocates inside itself are counted too; on CUDA from ``torch.cuda.max_memory_allocated``.
+Other devices have no peak counter: ``MiB`` and ``mem_ratio`` are NaN there.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
-import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from ..attention import scaled_dot_product_attention
+from ..complexity import attention_flops, measure
 from ..device import default_device
 from ..sparse import (
     band_attention,
     band_attention_flops,
     band_mask,
-    dense_attention_flops,
     latent_attention_flops,
     linear_attention,
     linear_attention_flops,
@@ -104,81 +102,6 @@ def alignment_qkv(
     return sharpness * (key[:, :, centre] + jitter), key, value
 
 
-# --- measurements ----------------------------------------------------------------------------
-def median_ms(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds (CUDA work is waited for)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes held by the tensors created while the mode is active.
-
-    Every operator's outputs pass through ``__torch_dispatch__``. An output whose storage
-    is none of the operator's inputs' storages is a new allocation: its bytes are added,
-    and subtracted again when the storage is freed. Inputs that existed before (the
-    arguments of the measured call) are not counted, so ``peak`` is the *extra* memory the
-    computation needs. Works on every device; allocations hidden inside one fused kernel
-    are not seen.
-
-        with PeakMemory() as mem:
-            out = f(q, k, v)
-        mem.peak  # bytes
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0
-        self.peak = 0
-        self._live: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._live.discard(key)
-        self.now -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
-        }
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key = storage.data_ptr()
-            if key in inputs or key in self._live or storage.nbytes() == 0:
-                continue
-            self._live.add(key)
-            self.now += storage.nbytes()
-            self.peak = max(self.peak, self.now)
-            weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
-def peak_mib(fn: Callable[[], object]) -> float:
-    """Peak extra memory of one call of ``fn()``, in MiB (see ``PeakMemory``)."""
-    with PeakMemory() as mem:
-        fn()
-    return mem.peak / MiB
-
-
-def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x``: the exponent ``p`` in ``y ∝ xᵖ``."""
-    lx = [math.log(x) for x in xs]
-    ly = [math.log(y) for y in ys]
-    mx, my = statistics.fmean(lx), statistics.fmean(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
-
-
 # --- the methods compared --------------------------------------------------------------------
 def latent_core(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
     """The attention core of latent cross-attention, projections left out.
@@ -204,9 +127,9 @@ def methods(len_q: int, len_k: int, *, width: int, latents: torch.Tensor) -> dic
 
 
 def model_flops(name: str, b: int, h: int, len_q: int, len_k: int, d: int, *, width: int, num_latents: int) -> int:
-    """Forward FLOPs of the attention core of each method (``course_lib.sparse`` cost models)."""
+    """Forward FLOPs of the attention core of each method (``complexity.attention_flops`` for dense)."""
     if name in ("dense", "dense+mask", "sdpa"):
-        return dense_attention_flops(b, h, len_q, len_k, d)
+        return attention_flops(b, h, len_q, len_k, d)
     if name == "band":
         return band_attention_flops(b, h, len_q, width, d)
     if name == "latent":
@@ -227,13 +150,17 @@ def sweep(
     names: Sequence[str] | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    clock: str = "wall",
 ) -> list[dict]:
     """Measure every method for sources of ``len_k`` in ``lengths`` and ``len_q = len_k // ratio``.
 
     Returns one row per (length, method): ``method, len_q, len_k, ms, MiB, GFLOP,
     rel_err`` (relative error ‖out − dense‖ / ‖dense‖; absent for ``latent``), and
-    ``speedup`` and ``mem_ratio`` against ``dense`` at the same length. ``names`` picks
-    the methods (all by default); ``dense`` is always measured, as the baseline.
+    ``speedup`` and ``mem_ratio`` against ``dense`` at the same length. ``ms`` and ``MiB``
+    are ``complexity.measure``'s median time (by ``clock``: ``"wall"`` or ``"cpu"``, the
+    latter with one thread) and peak memory (NaN where the device has no counter).
+    ``names`` picks the methods (all by default); ``dense`` is always measured, as the
+    baseline.
     """
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -242,32 +169,34 @@ def sweep(
         q, k, v = (t.to(device) for t in alignment_qkv(batch, heads, len_q, len_k, head_dim, generator=gen))
         latents = torch.randn(batch, heads, num_latents, head_dim, generator=gen).to(device)
         fns = methods(len_q, len_k, width=width, latents=latents)
-        reference = dense_ms = dense_mib = None
+        reference = dense = None
         for name in ["dense", *(n for n in names or fns if n != "dense")]:
             call = partial(fns[name], q, k, v)
-            with PeakMemory() as mem:  # one metered call gives the memory and the output
-                out = call()
-            mib = mem.peak / MiB
-            ms = median_ms(call, repeats=repeats, warmup=0)  # the metered call was the warm-up
+            out = call()  # the output to compare with dense attention; also the warm-up
+            m = measure(call, repeat=repeats, warmup=0, device=device, clock=clock)
             if name == "dense":
-                reference, dense_ms, dense_mib = out, ms, mib
+                reference, dense = out, m
                 if names is not None and "dense" not in names:
                     continue  # measured only as the baseline of the ratios
             row = {
                 "method": name,
                 "len_q": len_q,
                 "len_k": len_k,
-                "ms": ms,
-                "MiB": mib,
+                "ms": m.ms,
+                "MiB": _mib(m.peak_bytes),
                 "GFLOP": model_flops(name, batch, heads, len_q, len_k, head_dim, width=width, num_latents=num_latents)
                 / 1e9,
             }
             if name != "latent":
                 row["rel_err"] = float((out - reference).norm() / reference.norm())
-            row["speedup"] = dense_ms / ms
-            row["mem_ratio"] = mib / dense_mib
+            row["speedup"] = dense.seconds / m.seconds
+            row["mem_ratio"] = _mib(m.peak_bytes) / _mib(dense.peak_bytes)
             rows.append(row)
     return rows
+
+
+def _mib(nbytes: int | None) -> float:
+    return math.nan if nbytes is None else nbytes / MiB
 
 
 def run(quick: bool = False) -> list[dict]:
