@@ -42,34 +42,29 @@ from .common import Lengths, check_inputs, default_scale
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 HEAD_DIMS = (16, 32, 64, 128)
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16}  # fixed, small: the interpreter is slow per element
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x * LOG2E)
-LN2 = 0.6931471805599453  # log(x) = log2(x) * LN2
 
 # Outputs are allocated through this name so that tests can fill them with NaN first.
 _empty = torch.empty
 
 
-def _autotuned(configs: list, key: list[str]):
-    """On a GPU, wrap a kernel in ``triton.autotune``; in the interpreter, leave it alone."""
-
-    def wrap(kernel):
-        return kernel if INTERPRET else triton.autotune(configs=configs, key=key)(kernel)
-
-    return wrap
+def _configs(*tuples) -> list:
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in tuples]
 
 
-def _configs(pairs, names):
-    return [triton.Config({names[0]: a, names[1]: b}, num_warps=w, num_stages=s) for a, b, w, s in pairs]
-
-
-# (BLOCK_M, BLOCK_N, num_warps, num_stages): a short list around the sizes that suit an H100.
-# Configs that need more shared memory than the GPU has are discarded by the autotuner.
-_FWD_CONFIGS = _configs(
-    [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)], ("BLOCK_M", "BLOCK_N")
-)
-_DKDV_CONFIGS = _configs([(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 4)], ("BLOCK_M", "BLOCK_N"))
-_DQ_CONFIGS = _configs([(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 4)], ("BLOCK_M", "BLOCK_N"))
+# (BLOCK_M queries, BLOCK_N keys, num_warps, num_stages): short lists around the sizes that suit an H100.
+# The first entry of each list is small enough for every head dim and dtype (fp32 d=128 included): it is
+# the fixed choice when autotuning is off. Configs that need more shared memory than the GPU has are
+# discarded by the autotuner.
+_FWD_CONFIGS = _configs((64, 32, 4, 2), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4))
+_DKDV_CONFIGS = _configs((32, 64, 4, 2), (32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3))
+_DQ_CONFIGS = _configs((64, 32, 4, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3))
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes itself
+# Autotuning compiles and times every config for each new (shape, dtype): worth it for a benchmark,
+# slow for a test suite of many small shapes. COURSE_TRITON_AUTOTUNE=0 uses each list's first config.
+AUTOTUNE = os.environ.get("COURSE_TRITON_AUTOTUNE", "1") != "0"
+# Triton compiles a variant of a kernel for integer arguments equal to 1 or divisible by 16. For the
+# lengths and head count that buys nothing (they only bound loops and masks) and costs compilations.
+_NO_SPECIALIZE = ["H", "Lq", "Lk"]
 
 
 @triton.jit
@@ -123,8 +118,7 @@ def _key_bounds(start_m, kv_len, Lq, shift, CAUSAL: tl.constexpr, BLOCK_M: tl.co
     return full, hi
 
 
-@_autotuned(_FWD_CONFIGS, key=_TUNE_KEY)
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _attn_fwd(Q, K, V, Out, LSE, KV_LENS, sm_scale,
               stride_qb, stride_qh, stride_qm, stride_qd,
               stride_kb, stride_kh, stride_kn, stride_kd,
@@ -169,7 +163,7 @@ def _attn_fwd(Q, K, V, Out, LSE, KV_LENS, sm_scale,
     tl.store(LSE + off_bh.to(tl.int64) * Lq + offs_m, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _attn_bwd_delta(Out, DO, DELTA,
                     stride_ob, stride_oh, stride_om, stride_od,
                     stride_dob, stride_doh, stride_dom, stride_dod,
@@ -217,8 +211,7 @@ def _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, LSE, DELTA, stride_qm, stride_do
     return dk, dv
 
 
-@_autotuned(_DKDV_CONFIGS, key=_TUNE_KEY)
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, KV_LENS, sm_scale,
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
@@ -298,8 +291,7 @@ def _dq_inner(dq, q, do, lse2, delta, kt_ptrs, vt_ptrs, stride_kn, stride_vn,
     return dq
 
 
-@_autotuned(_DQ_CONFIGS, key=_TUNE_KEY)
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, KV_LENS, sm_scale,
                  stride_qb, stride_qh, stride_qm, stride_qd,
                  stride_kb, stride_kh, stride_kn, stride_kd,
@@ -343,9 +335,23 @@ def _precision(q: torch.Tensor) -> str:
     return "ieee" if q.dtype == torch.float32 else "tf32"
 
 
-def _blocks() -> dict:
-    # In the interpreter the block sizes are passed by hand; on a GPU the autotuner picks them.
-    return dict(INTERPRETER_BLOCKS) if INTERPRET else {}
+# kernel -> (its autotuned wrapper, its fixed config). The interpreter uses neither.
+_TUNED = {}
+if not INTERPRET:
+    for _kernel, _list in ((_attn_fwd, _FWD_CONFIGS), (_attn_bwd_dkdv, _DKDV_CONFIGS), (_attn_bwd_dq, _DQ_CONFIGS)):
+        _TUNED[_kernel] = (triton.autotune(configs=_list, key=_TUNE_KEY)(_kernel), _list[0])
+
+
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    """Run a kernel with block sizes from the autotuner (GPU), a fixed config, or the interpreter's."""
+    if INTERPRET:
+        kernel[grid](*args, **kwargs, **INTERPRETER_BLOCKS)
+        return
+    tuned, fixed = _TUNED[kernel]
+    if AUTOTUNE:
+        tuned[grid](*args, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs, **fixed.kwargs, num_warps=fixed.num_warps, num_stages=fixed.num_stages)
 
 
 def _forward(q, k, v, kv_lens, causal, scale):
@@ -354,8 +360,8 @@ def _forward(q, k, v, kv_lens, causal, scale):
     out = _empty(q.shape, dtype=q.dtype, device=q.device)
     lse = _empty((b, h, len_q), dtype=torch.float32, device=q.device)
     grid = lambda meta: (triton.cdiv(len_q, meta["BLOCK_M"]), b * h)  # noqa: E731
-    _attn_fwd[grid](q, k, v, out, lse, kv_lens, scale, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-                    h, len_q, len_k, HEAD_DIM=dim, CAUSAL=causal, DOT=_precision(q), **_blocks())
+    _launch(_attn_fwd, grid, q, k, v, out, lse, kv_lens, scale, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            h, len_q, len_k, HEAD_DIM=dim, CAUSAL=causal, DOT=_precision(q))
     return out, lse
 
 
@@ -371,13 +377,12 @@ def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale):
     dk = _empty(k.shape, dtype=k.dtype, device=k.device)
     dv = _empty(v.shape, dtype=v.dtype, device=v.device)
     grid_kv = lambda meta: (triton.cdiv(len_k, meta["BLOCK_N"]), b * h)  # noqa: E731
-    _attn_bwd_dkdv[grid_kv](q, k, v, dout, dk, dv, lse, delta, kv_lens, scale,
-                            *q.stride(), *k.stride(), *v.stride(), *dout.stride(), h, len_q, len_k,
-                            HEAD_DIM=dim, CAUSAL=causal, DOT=dot, **_blocks())
+    strides = (*q.stride(), *k.stride(), *v.stride(), *dout.stride())
+    _launch(_attn_bwd_dkdv, grid_kv, q, k, v, dout, dk, dv, lse, delta, kv_lens, scale, *strides,
+            h, len_q, len_k, HEAD_DIM=dim, CAUSAL=causal, DOT=dot)
     grid_q = lambda meta: (triton.cdiv(len_q, meta["BLOCK_M"]), b * h)  # noqa: E731
-    _attn_bwd_dq[grid_q](q, k, v, dout, dq, lse, delta, kv_lens, scale,
-                         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), h, len_q, len_k,
-                         HEAD_DIM=dim, CAUSAL=causal, DOT=dot, **_blocks())
+    _launch(_attn_bwd_dq, grid_q, q, k, v, dout, dq, lse, delta, kv_lens, scale, *strides,
+            h, len_q, len_k, HEAD_DIM=dim, CAUSAL=causal, DOT=dot)
     return dq, dk, dv
 
 
