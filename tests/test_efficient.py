@@ -21,6 +21,16 @@ HEAD_DIMS = (16, 32, 64, 128)
 BATCH, HEADS = 3, 2
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small tensors gain nothing from a second thread, and on a shared machine every operation
+    # would wait for it to get a core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _attend(backend):
     if backend == "tiled-small-blocks":  # many tiles, ragged last ones: exercises the block bookkeeping
         return lambda lens, causal: lambda q, k, v: tiled_attention(

@@ -34,6 +34,16 @@ from course_lib.efficient import triton_flash  # noqa: E402  (after course_lib.e
 DEVICE = "cuda" if triton_mode() == "native" else "cpu"
 HEADS = 1
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small tensors gain nothing from a second thread, and on a shared machine every operation
+    # would wait for it to get a core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 CASES = [
     (lq, lk, (i // len(LENGTHS) + i) % 2 == 1, LENS_MODES[i % len(LENS_MODES)], 16)
     for i, (lq, lk) in enumerate(itertools.product(LENGTHS, LENGTHS))
