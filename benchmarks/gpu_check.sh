@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of course_lib.efficient in one call (7 minutes at most: 20 + 150 + 90 + 160 s):
+# Every GPU check of course_lib.efficient in one call, 7 minutes at most (15 + 115 + 85 + 185 s, 5 s grace each):
 #   env          the GPU, driver, torch and triton versions
 #   gpu_tests    pytest -m gpu: fp16/bf16 at realistic sizes, autotuning
 #   triton_tests the Triton tests (run natively on the GPU, in fp32)
@@ -27,7 +27,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run COMMAND with a time limit, l
     shift 2
     start=$(date +%s)
     say "== $name (limit ${limit}s): $*"
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.log" 2>&1
     rc=$?
     case $rc in
         0) status="ok" ;;
@@ -46,7 +46,7 @@ say "device: ${DEVICE:-none}"
 say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 say "command: OUT=$OUT benchmarks/gpu_check.sh"
 
-step env 20 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
+step env 15 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
     $PY -c 'import sys, torch, triton; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", \
     torch.version.cuda, \"triton\", triton.__version__); print(\"cuda available:\", torch.cuda.is_available())'"
 
@@ -57,12 +57,12 @@ fi
 
 # Autotuning every small test shape would take minutes: the tests use one fixed config per kernel,
 # except test_autotuning_picks_a_config, which turns autotuning on for one shape.
-step gpu_tests 150 env COURSE_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -rfEs --durations=5 -m gpu tests/test_efficient_gpu.py
-step triton_tests 90 env COURSE_TRITON_AUTOTUNE=0 REQUIRE_TRITON=1 "$PY" -m pytest -q -rfEs -m triton \
+step gpu_tests 115 env COURSE_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -rfEs --durations=5 -m gpu tests/test_efficient_gpu.py
+step triton_tests 85 env COURSE_TRITON_AUTOTUNE=0 REQUIRE_TRITON=1 "$PY" -m pytest -q -rfEs -m triton \
     tests/test_efficient_triton.py
 QUICK=()
 [ "${GPU_CHECK_QUICK:-0}" = "1" ] && QUICK=(--quick)
-step bench 160 "$PY" -m course_lib.bench --suite efficient "${QUICK[@]}" --csv "$OUT/bench.csv"
+step bench 185 "$PY" -m course_lib.bench --suite efficient ${QUICK[@]+"${QUICK[@]}"} --csv "$OUT/bench.csv"
 
 say "== done: $FAILED step(s) failed"
 [ "$FAILED" -eq 0 ]

@@ -119,6 +119,18 @@ def test_causal_with_more_queries_than_keys_zeroes_the_first_rows():
         assert (out[..., :2, :] == 0).all() and (out[..., 2:, :] != 0).all(), backend
 
 
+def test_triton_backend_without_triton_says_what_is_missing(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    no_triton = lambda name, *args: None if name == "triton" else real_find_spec(name, *args)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", no_triton)
+    q, k, v, _ = make_inputs(1, 1, 4, 5, 16, seed=16)
+    with pytest.raises(ImportError, match="needs the triton package"):
+        flash_attention(q, k, v, backend="triton")
+    torch.testing.assert_close(flash_attention(q, k, v), flash_attention(q, k, v, backend="sdpa"))  # auto still works
+
+
 # --- key padding masks --------------------------------------------------------------
 def test_prefix_key_padding_mask_equals_kv_lens():
     q, k, v, _ = make_inputs(3, 2, 4, 6, 16, seed=6)

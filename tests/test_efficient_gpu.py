@@ -46,6 +46,12 @@ def test_auto_backend_is_triton_on_cuda(flash):
     assert torch.equal(flash_attention(q, k, v, kv_lens=[300, 41]), flash.triton_attention(q, k, v, kv_lens=[300, 41]))
 
 
+def test_auto_backend_falls_back_to_sdpa_for_other_head_dims(flash):
+    q, k, v, _ = make_inputs(2, 2, 70, 300, 80, dtype=torch.float16, device="cuda", seed=3)
+    auto = flash_attention(q, k, v, kv_lens=[300, 41])
+    assert torch.equal(auto, flash_attention(q, k, v, kv_lens=[300, 41], backend="sdpa"))
+
+
 def test_cpu_tensors_are_refused(flash):
     with pytest.raises(ValueError, match="CUDA tensors"):
         flash.triton_attention(*(torch.randn(1, 1, 8, 16) for _ in range(3)))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -241,7 +242,9 @@ def _flex_fn(q, k, v, lens):
     except ImportError:
         return None
     lens_t = torch.tensor(lens, device=q.device)
-    block_mask = create_block_mask(lambda b, h, i, j: j < lens_t[b], q.shape[0], None, q.shape[2], k.shape[2])
+    block_mask = create_block_mask(
+        lambda b, h, i, j: j < lens_t[b], q.shape[0], None, q.shape[2], k.shape[2], device=q.device
+    )
     compiled = torch.compile(flex_attention, dynamic=False)
     return lambda: compiled(q, k, v, block_mask=block_mask)
 
@@ -250,7 +253,10 @@ def _gpu_rows(quick: bool) -> list[dict]:
     rows = []
     for dim in (64,) if quick else (64, 128):
         for dtype in (torch.float16,) if quick else (torch.float16, torch.bfloat16):
-            rows += _gpu_rows_for(dim, dtype, quick)
+            new = _gpu_rows_for(dim, dtype, quick)
+            for row in new:  # as they come: a run cut short by a time limit still leaves these in its log
+                print("row:", row, file=sys.stderr, flush=True)
+            rows += new
     return rows
 
 

@@ -13,7 +13,8 @@ One function, four backends that give the same answer:
 * ``"triton"``: ``course_lib.efficient.triton_flash``, a fused FlashAttention kernel
   (forward and backward) that skips the key blocks past each sequence's length.
 
-``"auto"`` picks Triton on a CUDA GPU and SDPA otherwise.
+``"auto"`` picks Triton for CUDA tensors it supports (head dim 16, 32, 64 or 128; fp16,
+bf16 or fp32; Triton installed) and SDPA otherwise.
 
 Without CUDA, Triton kernels run in Triton's interpreter (slow; for small inputs).
 The interpreter must be switched on before the kernel module is first imported, so
@@ -24,6 +25,7 @@ unset, and imports ``triton_flash`` only when it is first used.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -33,7 +35,15 @@ if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
 
 from ..attention import scaled_dot_product_attention as _naive_attention  # noqa: E402
-from .common import Lengths, attention_mask, check_inputs, default_scale, kv_lens_from_padding_mask  # noqa: E402
+from .common import (  # noqa: E402
+    TRITON_DTYPES,
+    TRITON_HEAD_DIMS,
+    Lengths,
+    attention_mask,
+    check_inputs,
+    default_scale,
+    kv_lens_from_padding_mask,
+)
 from .tiled import tiled_attention  # noqa: E402
 
 BACKENDS = ("auto", "triton", "tiled", "sdpa", "naive")
@@ -46,6 +56,15 @@ def __getattr__(name: str):
     if name == "triton_flash":
         return importlib.import_module(f"{__name__}.triton_flash")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _triton_fits(query: torch.Tensor) -> bool:
+    return (
+        query.is_cuda
+        and query.shape[-1] in TRITON_HEAD_DIMS
+        and query.dtype in TRITON_DTYPES
+        and importlib.util.find_spec("triton") is not None
+    )
 
 
 def _masked_sdpa(query, key, value, kv_lens, causal, scale, naive):
@@ -88,7 +107,8 @@ def flash_attention(
             (bottom-right aligned, as ``course_lib.causal_mask``), combined with the
             padding by AND.
         scale: factor on the scores; ``1 / sqrt(head_dim)`` by default.
-        backend: ``"auto"``, ``"triton"``, ``"tiled"``, ``"sdpa"`` or ``"naive"``.
+        backend: ``"auto"``, ``"triton"``, ``"tiled"``, ``"sdpa"`` or ``"naive"``. ``"auto"``
+            is Triton for CUDA tensors that the kernel supports, SDPA otherwise.
 
     Returns:
         ``(batch, heads, len_q, head_dim)`` in the input dtype. A query row with no
@@ -113,8 +133,10 @@ def flash_attention(
         lens = kv_lens_from_padding_mask(key_padding_mask, key.shape[2]).to(query.device)
     scale = default_scale(query.shape[-1], scale)
     if backend == "auto":
-        backend = "triton" if query.is_cuda else "sdpa"
+        backend = "triton" if _triton_fits(query) else "sdpa"
     if backend == "triton":
+        if importlib.util.find_spec("triton") is None:
+            raise ImportError("backend='triton' needs the triton package (Linux only): pip install triton")
         from . import triton_flash
 
         return triton_flash.triton_attention(query, key, value, kv_lens=lens, causal=causal, scale=scale)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 
 Lengths = Sequence[int] | torch.Tensor
+TRITON_HEAD_DIMS = (16, 32, 64, 128)  # head dims the Triton kernel is compiled for
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # on a GPU; the interpreter runs float32 only
 
 
 def check_inputs(

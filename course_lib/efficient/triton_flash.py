@@ -37,10 +37,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import Lengths, check_inputs, default_scale
+from .common import TRITON_DTYPES, TRITON_HEAD_DIMS, Lengths, check_inputs, default_scale
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-HEAD_DIMS = (16, 32, 64, 128)
+HEAD_DIMS = TRITON_HEAD_DIMS
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16}  # fixed, small: the interpreter is slow per element
 
 # Outputs are allocated through this name so that tests can fill them with NaN first.
@@ -414,7 +414,7 @@ def _check_supported(query: torch.Tensor) -> None:
             raise ValueError(f"the Triton interpreter (CPU) runs float32 only, got {dtype}; use .float()")
     elif not query.is_cuda:
         raise ValueError(f"Triton kernels need CUDA tensors, got a query on {query.device}")
-    elif dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    elif dtype not in TRITON_DTYPES:
         raise ValueError(f"the Triton kernel supports float16, bfloat16 and float32, got {dtype}")
 
 
