@@ -2,8 +2,8 @@
 
 Without CUDA they run in Triton's interpreter, which is slow, so the cases are a
 covering subset of the full product rather than all of it: every (len_q, len_k)
-pair of 1, 17, 64, 129 (with the interpreter's 16-wide blocks: one ragged block,
-several full ones, full ones plus a ragged one), causal on and off in a checkerboard
+pair of 1, 17, 64, 129 (with the interpreter's 32-wide blocks: one ragged block,
+two full ones, four full ones and a ragged one), causal on and off in a checkerboard
 over those pairs, the three padding modes in turn, and each head dim at least once.
 On a GPU the same tests run natively, in fp32.
 
