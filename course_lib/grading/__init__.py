@@ -28,7 +28,16 @@ from .errors import (  # noqa: E402
     StudentRaised,
     WorkerCrashed,
 )
-from .remote import Remote  # noqa: E402, Student, call_with_args, defined, keep, keep_attr, substitute, type_of
+from .remote import (  # noqa: E402
+    Remote,
+    Student,
+    call_with_args,
+    defined,
+    keep,
+    keep_attr,
+    substitute,
+    type_of,
+)
 
 __all__ = [
     "BudgetExceeded",

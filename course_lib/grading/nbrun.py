@@ -79,9 +79,13 @@ def _first_line(source: str) -> str:
     return next((ln.strip() for ln in source.splitlines() if ln.strip()), "")[:60]
 
 
-def _error_line(text: str) -> str:
+def _error_line(text: str, kernel_died: bool = False) -> str:
     """The last line of a cell's traceback, e.g. ``NameError: name 'x' is not defined``."""
     text = _ANSI.sub("", text)
+    if "Kernel dead" in text:
+        return "not run: the kernel had died in an earlier cell"
+    if "Failed to interrupt kernel" in text and kernel_died:
+        return "the kernel died while running it (os._exit()? a crash?)"
     if "Timeout" in text and "exceeded" in text:
         return "it ran past the time limit"
     tail = text.split("Traceback:")[-1]
@@ -200,6 +204,7 @@ def _read_reports(fd: int, reports: list[dict]) -> None:
 
 def _verdict(notebook, reports: list[dict], timed_out: bool, limits: Limits, log: str, seconds: float) -> RunResult:
     exit_code = next((r["exit"] for r in reports if "exit" in r), None)
+    died = any("Kernel dead" in r.get("text", "") for r in reports)
     problems = []
     passed_cells = 0
     for report in reports:
@@ -215,7 +220,7 @@ def _verdict(notebook, reports: list[dict], timed_out: bool, limits: Limits, log
         where = "a cell"
         if index is not None and index < len(notebook.cells):
             where = f"code cell {index + 1} (`{_first_line(notebook.cells[index].source)}`)"
-        problems.append(f"{where}: {_error_line(report.get('text', ''))}")
+        problems.append(f"{where}: {_error_line(report.get('text', ''), died)}")
     if timed_out:
         problems.append(f"the run was stopped after {limits.budget:g} s (the notebook's time budget)")
     elif exit_code is None:

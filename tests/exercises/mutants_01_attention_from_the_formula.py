@@ -93,7 +93,7 @@ MUTANTS = {
         scores = q @ k.T
         return float(scores.std()), float((scores / np.sqrt(d)).std())
         """,
-        ["test_raw_scores_spread_like_sqrt_d"],
+        ["test_one_dot_product_per_pair"],
     ),
     "score_std ignoring its seed": (
         "score_std",
