@@ -16,6 +16,7 @@ so nothing the student's code writes to the pipe can run code here or block the 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import select
@@ -56,6 +57,31 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 STARTUP_SECONDS = 120.0  # the first fork waits for the server to import torch & co.
 
 _context = None
+
+
+def _forget_forkserver() -> None:
+    """In a forked child (a grading process of ``--jobs N``), start a fork server of its own.
+
+    The parent's fork server is not this process's child, so multiprocessing could not check
+    on it (``waitpid`` fails); forgetting it makes the first worker start a new one.
+    """
+    global _context
+    _context = None
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    if server._forkserver_alive_fd is not None:
+        try:
+            os.close(server._forkserver_alive_fd)
+        except OSError:
+            pass
+    for name in ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid", "_inherited_fds"):
+        if hasattr(server, name):
+            setattr(server, name, None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_forkserver)
 
 
 def _forkserver():

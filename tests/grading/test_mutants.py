@@ -6,7 +6,10 @@ mutant must fail at least one of the tests it names, and keep full marks on ever
 task: one mistake costs only its own task's points.
 """
 
+import concurrent.futures as futures
 import importlib.util
+import multiprocessing
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -14,21 +17,27 @@ import nbformat
 import pytest
 
 from course_lib.grading.build import BEGIN_SOLUTION, END_SOLUTION
-from course_lib.grading.grade import Settings, grade_notebook
+from course_lib.grading.grade import ExerciseGrade, Settings, grade_notebook
 from course_lib.grading.plugin import deny_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_TESTS = ROOT / "tests" / "exercises"
 
 
-def _mutants():
+def _mutants() -> dict[str, tuple]:
+    """``{"NN: name": (number, task, code, caught_by)}`` for every exercise's mutants file."""
+    found = {}
     for path in sorted(EXERCISE_TESTS.glob("mutants_[0-9][0-9]_*.py")):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         number = path.stem.split("_")[1]
         for name, (task, code, caught_by) in module.MUTANTS.items():
-            yield pytest.param(number, task, code, caught_by, id=f"{number}: {name}")
+            found[f"{number}: {name}"] = (number, task, code, caught_by)
+    return found
+
+
+MUTANTS = _mutants()
 
 
 def mutate(solution: Path, task: str, code: str, target: Path) -> None:
@@ -45,18 +54,30 @@ def mutate(solution: Path, task: str, code: str, target: Path) -> None:
     nbformat.write(nb, target)
 
 
-def grade(path: Path, number: str, workroot: Path):
+def grade_mutant(job: tuple) -> ExerciseGrade:
+    key, folder = job
+    number, task, code, _ = MUTANTS[key]
+    solution = next((ROOT / "solutions").glob(f"{number}_*.ipynb"))
+    work = Path(tempfile.mkdtemp(dir=folder))
+    mutate(solution, task, code, work / solution.name)
     test_file = next(EXERCISE_TESTS.glob(f"test_{number}_*.py"))
-    return grade_notebook(path, test_file, Settings(deny=deny_paths(test_file), run_notebook=False), workroot)
+    settings = Settings(deny=deny_paths(test_file), run_notebook=False)
+    return grade_notebook(work / solution.name, test_file, settings, work)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Every mutant graded, two at a time (each grading process forks its own workers)."""
+    folder = tmp_path_factory.mktemp("mutants")
+    with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        return dict(zip(MUTANTS, pool.map(grade_mutant, [(key, folder) for key in MUTANTS])))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("number, task, code, caught_by", list(_mutants()))
-def test_each_mutant_loses_points_where_it_should(number, task, code, caught_by, tmp_path):
-    solution = next((ROOT / "solutions").glob(f"{number}_*.ipynb"))
-    mutant = tmp_path / solution.name
-    mutate(solution, task, code, mutant)
-    result = grade(mutant, number, tmp_path)
+@pytest.mark.parametrize("key", list(MUTANTS))
+def test_each_mutant_loses_points_where_it_should(graded, key):
+    _, task, _, caught_by = MUTANTS[key]
+    result = graded[key]
     assert result.status in ("graded", "timeout") and result.internal_error is None, result.log
     failed = {r.nodeid.split("::")[-1].split("[")[0]: r for r in result.results if r.outcome != "passed"}
     assert failed, f"no hidden test caught this mutant of {task}"

@@ -3,6 +3,8 @@
 Parametrised over ``solutions/NN_*.ipynb``, so that each new exercise is covered.
 """
 
+import concurrent.futures as futures
+import multiprocessing
 from pathlib import Path
 
 import nbformat
@@ -26,22 +28,33 @@ def hidden_tests(notebook: Path) -> Path:
     return found[0]
 
 
-def grade(notebook: Path, workroot: Path):
+def grade(job: tuple):
+    notebook, workroot = job
     test_file = hidden_tests(notebook)
     return grade_notebook(notebook, test_file, Settings(deny=deny_paths(test_file)), workroot)
 
 
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Each solution and its exercise, graded two at a time: ``{(kind, stem): ExerciseGrade}``."""
+    folder = tmp_path_factory.mktemp("solutions")
+    jobs = {("solution", p.stem): p for p in SOLUTIONS}
+    jobs.update({("exercise", p.stem): ROOT / "exercises" / p.name for p in SOLUTIONS})
+    with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        return dict(zip(jobs, pool.map(grade, [(path, folder) for path in jobs.values()])))
+
+
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=IDS)
-def test_the_solution_gets_full_marks(solution, tmp_path):
-    result = grade(solution, tmp_path)
+def test_the_solution_gets_full_marks(graded, solution):
+    result = graded["solution", solution.stem]
     failed = [(r.name, r.message) for r in result.results if r.outcome != "passed"]
     assert not failed and result.score == result.max_score > 0, failed
     assert result.status == "graded" and not result.notes, result.notes
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=IDS)
-def test_the_exercise_gets_zero_with_not_implemented_feedback(solution, tmp_path):
-    result = grade(ROOT / "exercises" / solution.name, tmp_path)
+def test_the_exercise_gets_zero_with_not_implemented_feedback(graded, solution):
+    result = graded["exercise", solution.stem]
     assert result.score == 0 and result.internal_error is None, result.log
     for r in result.results:
         assert r.outcome == "failed" and "not implemented yet" in r.message, (r.name, r.message)
