@@ -48,15 +48,18 @@ def find_tests(folder: Path) -> dict[str, Path]:
     return {p.name[5:7]: p for p in sorted(folder.glob("test_[0-9][0-9]_*.py"))}
 
 
-def discover(paths: list[Path]) -> tuple[list[tuple[str, list[Path]]], list[str]]:
-    """``[(student id, notebooks)]`` from the command line's paths, and warnings."""
+def discover(paths: list[Path], skip: tuple[Path, ...] = ()) -> tuple[list[tuple[str, list[Path]]], list[str]]:
+    """``[(student id, notebooks)]`` from the command line's paths, and warnings.
+
+    ``skip``: folders that are not submissions (the output folder, the hidden tests).
+    """
     found, warnings = [], []
     for path in paths:
         if path.is_file():
             found.append((path.stem, [path]))
             continue
         for entry in sorted(path.iterdir()):
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.resolve() in skip:
                 continue
             if entry.is_dir():
                 notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"course-grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    students, warnings = discover(args.submissions)
+    students, warnings = discover(args.submissions, skip=(args.out.resolve(), tests))
     keys = {number: path.stem.removeprefix("test_") for number, path in test_files.items()}
     matched = [(student, *match(notebooks, keys)) for student, notebooks in students]
     graded = sorted({number for _, notebooks, _ in matched for number in notebooks})

@@ -23,6 +23,7 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 import types
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ PRELOAD = [
     "course_lib.checks",
     "course_lib.viz",
     "course_lib.grading.worker",
+    "ipykernel.kernelapp",
+    "matplotlib_inline.backend_inline",
+    "course_lib.grading.kernel",
 ]
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MALLOC_ARENA_MAX": "2", "MPLBACKEND": "Agg"}  # fmt: skip
@@ -111,6 +115,28 @@ def _main_module_hidden():
         sys.modules["__main__"] = main
 
 
+_start_lock = threading.Lock()  # the nbval thread and the tests' thread both start processes
+
+
+def start_process(target, *args) -> multiprocessing.Process:
+    """Fork ``target(*args)`` from the warm server (a worker, or a kernel for nbval)."""
+    with _start_lock:
+        process = _forkserver().Process(target=target, args=args, daemon=False)
+        with _main_module_hidden():
+            process.start()
+    return process
+
+
+def stop_process(process: multiprocessing.Process) -> None:
+    """Kill a process started by ``start_process``, with everything it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # it leads its own process group
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.kill()
+    process.join(5)
+
+
 @dataclass
 class Limits:
     """What one submission may use."""
@@ -120,6 +146,20 @@ class Limits:
     memory_mb: int = 2048  # memory the student's code may allocate, beyond Python, numpy and torch
     file_size_mb: int = 64  # largest file the student's code may write
     user: tuple[int, int] | None = None  # (uid, gid) to run as, when the grader runs as root
+
+
+def process_settings(workdir: str, deny: list[str], limits: Limits) -> dict:
+    """What a forked worker or kernel needs to fence itself (see ``worker._fence``)."""
+    uid, gid = limits.user or (None, None)
+    return {
+        "workdir": workdir,
+        "deny": list(deny),
+        "memory_mb": limits.memory_mb,
+        "file_size_mb": limits.file_size_mb,
+        "cpu_seconds": limits.budget + 30,
+        "uid": uid,
+        "gid": gid,
+    }
 
 
 class _Timeout(Exception):
@@ -248,16 +288,7 @@ class WorkerSession:
 
     # -- the process -------------------------------------------------------------------
     def _settings(self) -> dict:
-        uid, gid = self.limits.user or (None, None)
-        return {
-            "workdir": self.workdir,
-            "deny": list(self.deny),
-            "memory_mb": self.limits.memory_mb,
-            "file_size_mb": self.limits.file_size_mb,
-            "cpu_seconds": self.limits.budget + 30,
-            "uid": uid,
-            "gid": gid,
-        }
+        return process_settings(self.workdir, self.deny, self.limits)
 
     def _spawn(self) -> None:
         from . import worker
@@ -265,9 +296,7 @@ class WorkerSession:
         ctx = _forkserver()
         requests_r, requests_w = ctx.Pipe(duplex=False)
         replies_r, replies_w = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=worker.main, args=(requests_r, replies_w, self._settings()), daemon=False)
-        with _main_module_hidden():
-            process.start()
+        process = start_process(worker.main, requests_r, replies_w, self._settings())
         requests_r.close()
         replies_w.close()
         for conn in (requests_w, replies_r):
@@ -284,12 +313,7 @@ class WorkerSession:
     def _kill(self) -> None:
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the worker leads its own process group
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.kill()
-        self.process.join(5)
+        stop_process(self.process)
         for conn in (self.to_worker, self.from_worker):
             conn.close()
         self.process = None
