@@ -33,7 +33,7 @@ from pathlib import Path
 from . import report
 from .grade import Settings, StudentGrade, grade_student
 from .notebook import exercise_of
-from .session import Limits
+from .session import Limits, warm_up
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,11 +173,12 @@ def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade
             bar.update(1)
 
     if jobs <= 1:
+        warm_up()
         for job in jobs_list:
             done(_grade_one(job))
     else:
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm_up) as pool:
             pending = {pool.submit(_grade_one, job): job for job in jobs_list}
             for future in futures.as_completed(pending):
                 try:

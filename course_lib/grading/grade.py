@@ -16,15 +16,14 @@ import io
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from . import nbrun
 from . import notebook as nbload
 from .errors import NotebookUnreadable
-from .nbrun import RunResult, run_notebook
 from .plugin import Collector, Result
 from .session import Limits, WorkerSession
 
@@ -95,12 +94,9 @@ def grade_notebook(
             loaded, load_error = nbload.load(path), None
         except NotebookUnreadable as err:
             load_error = str(err)
-    run: list[RunResult] = []
-    runner = None
-    if settings.run_notebook and loaded is not None:
-        target = lambda: run.append(run_notebook(loaded.notebook, folder / "nbval", settings.limits, settings.deny))
-        runner = threading.Thread(target=target, daemon=True)
-        runner.start()
+    running = None
+    if settings.run_notebook and loaded is not None:  # runs while the hidden tests do
+        running = nbrun.start(loaded.notebook, folder / "nbval", settings.limits, settings.deny)
     workdir = _folder(folder, settings.limits, private=True)
     session = WorkerSession(
         loaded.cells if loaded else [], str(workdir), settings.limits, settings.deny, load_error=load_error
@@ -118,8 +114,7 @@ def grade_notebook(
             exit_code = pytest.main(args, plugins=[collector])
     finally:
         session.close()
-        if runner is not None:
-            runner.join()
+        run = [running.finish()] if running is not None else []
     results = list(collector.tests.values())
     internal = None
     if collector.errors or int(exit_code) not in (0, 1) or not results:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import nbformat
 
 from . import kernel
@@ -100,16 +101,55 @@ def _own(path: Path, user: tuple[int, int] | None) -> None:
         os.chown(path, *user)
 
 
-def run_notebook(
-    notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: list[str], *, warm: bool = True
-) -> RunResult:
-    """Run ``notebook`` top to bottom in ``folder`` (created here) and say whether every cell passed.
+@dataclass
+class Run:
+    """A ``pytest --nbval-lax`` run in progress (see ``start``)."""
+
+    notebook: nbformat.NotebookNode
+    limits: Limits
+    process: subprocess.Popen | None = None
+    log: object = None
+    reader: threading.Thread | None = None
+    reports: list[dict] = field(default_factory=list)
+    warm_kernel: object = None
+    socket_dir: Path | None = None
+    started: float = 0.0
+    result: RunResult | None = None
+
+    def finish(self) -> RunResult:
+        """Wait for the run (within the notebook's time budget) and say whether every cell passed."""
+        if self.result is not None:
+            return self.result
+        timed_out = False
+        try:
+            self.process.wait(timeout=max(self.limits.budget - (time.monotonic() - self.started), 1.0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+        self.reader.join(5)
+        if self.warm_kernel is not None:
+            stop_process(self.warm_kernel)
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self.log.seek(0)
+        text = self.log.read()[-20000:].decode("utf-8", "replace")
+        self.log.close()
+        seconds = time.monotonic() - self.started
+        self.result = _verdict(self.notebook, self.reports, timed_out, self.limits, text, seconds)
+        return self.result
+
+
+def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: list[str], *, warm: bool = True) -> Run:
+    """Start running ``notebook`` top to bottom in ``folder`` (created here); ``Run.finish()`` waits.
 
     ``warm``: fork the kernel from the grader's warm server (``kernel.py``) rather than
     letting jupyter_client start a cold one; the result is the same, seconds sooner.
+    Everything but reading the report pipe happens in the calling thread.
     """
+    run = Run(notebook, limits)
     if not notebook.cells:
-        return RunResult(False, "the notebook has no code cells")
+        run.result = RunResult(False, "the notebook has no code cells")
+        return run
     work = folder / "work"  # the kernel's working folder, the only place student code may write
     kernels = folder / "jupyter" / "kernels" / KERNEL_NAME
     kernels.mkdir(parents=True)
@@ -149,13 +189,12 @@ def run_notebook(
         COURSE_SANDBOX=json.dumps({"workdir": str(work), "deny": deny}),
     )
     _copy_font_cache(work / ".matplotlib", limits.user)
-    warm_kernel = socket_dir = None
     if warm:
         # A short path: unix socket paths are limited to about 100 characters.
-        socket_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
-        socket_dir.chmod(0o711)
-        settings = {**process_settings(str(work), deny, limits), "socket": str(socket_dir / "kernel.sock")}
-        warm_kernel = start_process(kernel.main, settings)
+        run.socket_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
+        run.socket_dir.chmod(0o711)
+        settings = {**process_settings(str(work), deny, limits), "socket": str(run.socket_dir / "kernel.sock")}
+        run.warm_kernel = start_process(kernel.main, settings)
         env["COURSE_WARM_KERNEL"] = settings["socket"]
     read_end, write_end = os.pipe()
     env["COURSE_REPORT_FD"] = str(write_end)
@@ -171,31 +210,23 @@ def run_notebook(
         "--nbval-kernel-startup-timeout", "120", "--durations=5", str(path),
     ]  # fmt: skip
     user = {"user": limits.user[0], "group": limits.user[1], "extra_groups": []} if limits.user else {}
-    log_path = folder / "pytest-output.txt"
-    reports: list[dict] = []
-    start = time.monotonic()
-    with open(log_path, "w+b") as log:
-        process = subprocess.Popen(
-            command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            pass_fds=(write_end,), start_new_session=True, **user,
-        )  # fmt: skip
-        os.close(write_end)
-        reader = threading.Thread(target=_read_reports, args=(read_end, reports), daemon=True)
-        reader.start()
-        timed_out = False
-        try:
-            process.wait(timeout=limits.budget)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(process.pid, 9)
-            process.wait()
-        reader.join(5)
-        if warm_kernel is not None:
-            stop_process(warm_kernel)
-            shutil.rmtree(socket_dir, ignore_errors=True)
-        log.seek(0)
-        text = log.read()[-20000:].decode("utf-8", "replace")
-    return _verdict(notebook, reports, timed_out, limits, text, time.monotonic() - start)
+    run.log = open(folder / "pytest-output.txt", "w+b")  # closed by finish()
+    run.started = time.monotonic()
+    run.process = subprocess.Popen(
+        command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=run.log, stderr=subprocess.STDOUT,
+        pass_fds=(write_end,), start_new_session=True, **user,
+    )  # fmt: skip
+    os.close(write_end)
+    run.reader = threading.Thread(target=_read_reports, args=(read_end, run.reports), daemon=True)
+    run.reader.start()
+    return run
+
+
+def run_notebook(
+    notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: list[str], *, warm: bool = True
+) -> RunResult:
+    """Run ``notebook`` top to bottom in ``folder`` and say whether every cell passed."""
+    return start(notebook, folder, limits, deny, warm=warm).finish()
 
 
 def _copy_font_cache(target: Path, user: tuple[int, int] | None) -> None:
@@ -203,8 +234,6 @@ def _copy_font_cache(target: Path, user: tuple[int, int] | None) -> None:
     target.mkdir()
     _own(target, user)
     try:
-        import matplotlib
-
         for cache in Path(matplotlib.get_cachedir()).glob("fontlist-*.json"):
             shutil.copy(cache, target / cache.name)
             _own(target / cache.name, user)

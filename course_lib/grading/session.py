@@ -118,6 +118,13 @@ def _main_module_hidden():
 _start_lock = threading.Lock()  # the nbval thread and the tests' thread both start processes
 
 
+def warm_up() -> None:
+    """Start the warm server now, so that its imports overlap with other work."""
+    with _start_lock:
+        _forkserver()
+        multiprocessing.forkserver.ensure_running()
+
+
 def start_process(target, *args) -> multiprocessing.Process:
     """Fork ``target(*args)`` from the warm server (a worker, or a kernel for nbval)."""
     with _start_lock:
