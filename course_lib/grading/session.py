@@ -236,6 +236,8 @@ class WorkerSession:
     # -- framing with deadlines (multiprocessing.Connection's format) -------------------
     def _left(self, limit: float) -> tuple[float, bool]:
         """Seconds to wait, and whether the budget (rather than ``limit``) is what ends it."""
+        if self.deadline is None:  # the clock starts when the first worker is ready
+            return limit, False
         budget_left = self.deadline - time.monotonic()
         return (limit, False) if limit <= budget_left else (max(budget_left, 0.0), True)
 
@@ -335,8 +337,6 @@ class WorkerSession:
             raise BudgetExceeded(self._budget_message())
         if self.process is not None:
             return
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.limits.budget
         while True:
             self._spawn()
             self.reports = {}
@@ -345,6 +345,8 @@ class WorkerSession:
                 self._send(("run", self.cells, sorted(self.skipped)))
                 while True:
                     message = self._receive(self.limits.timeout if current is not None else STARTUP_SECONDS)
+                    if self.deadline is None:  # the grader's own start-up is not the student's time
+                        self.deadline = time.monotonic() + self.limits.budget
                     if message[0] == "cell":
                         current = message[1]
                     elif message[0] == "cell_done":

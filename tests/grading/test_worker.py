@@ -5,7 +5,16 @@ import os
 import numpy as np
 import pytest
 
-from course_lib.grading import CallTimeout, NotDefined, StudentRaised, WorkerCrashed, call_with_args, keep, keep_attr
+from course_lib.grading import (
+    BudgetExceeded,
+    CallTimeout,
+    NotDefined,
+    StudentRaised,
+    WorkerCrashed,
+    call_with_args,
+    keep,
+    keep_attr,
+)
 from course_lib.grading.remote import Student
 from course_lib.grading.session import Limits, WorkerSession
 
@@ -81,5 +90,20 @@ def test_the_worker_can_run_as_an_unprivileged_user(tmp_path):
     session = WorkerSession(CELLS, str(work), Limits(timeout=5, user=(65534, 65534)), deny=[])
     try:
         assert Student(session).whoami()[0] == 65534
+    finally:
+        session.close()
+
+
+def test_the_time_budget_ends_a_submission(tmp_path):
+    cells = ["import time\ndef slow():\n    time.sleep(1.5)\n    return 1"]
+    session = WorkerSession(cells, str(tmp_path), Limits(timeout=5, budget=4), deny=[])
+    student = Student(session)
+    try:
+        assert student.slow() == 1 and student.slow() == 1
+        with pytest.raises(BudgetExceeded, match="used up its time budget"):
+            student.slow()
+        with pytest.raises(BudgetExceeded):  # and later tests fail at once
+            student.slow()
+        assert session.exhausted
     finally:
         session.close()
