@@ -37,6 +37,7 @@ KERNEL_NAME = "course-grader-sandbox"
 KERNEL_BASE_MB = 1024  # Python, ipykernel, numpy and torch map about this much; --memory comes on top
 ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "TRITON_INTERPRET")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Yet|Failed)\b(:|$)")
 
 CONFTEST = '''\
 """Loads nbval, and reports each cell's outcome to the grader through a pipe the kernel lacks."""
@@ -93,6 +94,14 @@ def _error_line(text: str, kernel_died: bool = False) -> str:
         return "it ran past the time limit"
     tail = text.split("Traceback:")[-1]
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip() and not ln.strip().startswith("-----")]
+    # The exception's own line ("NameError: ..."), not a note added after it; else a self-check's "❌" line.
+    errors = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    checks = [ln for ln in lines if ln.startswith("❌")]
+    hints = [ln for ln in lines if ln.startswith("hint:")]
+    if errors:
+        return errors[-1][:300]
+    if checks:
+        return (checks[0] + (f" ({hints[0]})" if hints else ""))[:400]
     return lines[-1][:300] if lines else "it failed"
 
 
