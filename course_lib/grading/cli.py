@@ -1,0 +1,263 @@
+"""``course-grade``: grade a class's notebooks against the hidden tests.
+
+    course-grade SUBMISSION... [--tests DIR] [--out DIR] [--jobs N] [--timeout SECONDS]
+                 [--budget SECONDS] [--memory MB] [--no-run]
+    python -m course_lib.grading ...
+
+A SUBMISSION is a notebook (the student id is its file name), or a folder holding one
+notebook or one subfolder per student (the id is the file or subfolder name; a subfolder
+may hold several exercises' notebooks). A notebook is matched to the hidden tests
+``test_NN_*.py`` by its ``NN_`` prefix, else by the metadata every exercise notebook
+carries. The exercises graded are those any student submitted; a student who lacks one
+gets zero for it.
+
+The exit code is 0 when every submission was graded (low scores and broken notebooks
+included), 2 for a usage error, and 1 when the grader itself failed (the hidden tests do
+not run, or a grading process died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import multiprocessing
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import report
+from .grade import Settings, StudentGrade, grade_student
+from .notebook import exercise_of
+from .session import Limits, warm_up
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_tests() -> Path:
+    """The hidden tests shipped with the course: ``tests/exercises`` next to ``course_lib``."""
+    return PACKAGE_ROOT / "tests" / "exercises"
+
+
+def find_tests(folder: Path) -> dict[str, Path]:
+    """``{"01": .../test_01_attention_from_the_formula.py, ...}``."""
+    return {p.name[5:7]: p for p in sorted(folder.glob("test_[0-9][0-9]_*.py"))}
+
+
+def discover(paths: list[Path], skip: tuple[Path, ...] = ()) -> tuple[list[tuple[str, list[Path]]], list[str]]:
+    """``[(student id, notebooks)]`` from the command line's paths, and warnings.
+
+    ``skip``: folders that are not submissions (the output folder, the hidden tests).
+    """
+    found, warnings = [], []
+    for path in paths:
+        if path.is_file():
+            found.append((path.stem, [path]))
+            continue
+        for entry in sorted(path.iterdir()):
+            if entry.name.startswith(".") or entry.resolve() in skip:
+                continue
+            if entry.is_dir():
+                notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+                found.append((entry.name, notebooks))
+            elif entry.suffix == ".ipynb":
+                found.append((entry.stem, [entry]))
+            else:
+                warnings.append(f"ignored {entry} (not a notebook nor a folder)")
+    students, seen = [], {}
+    for student, notebooks in found:
+        seen[student] = seen.get(student, 0) + 1
+        if seen[student] > 1:
+            warnings.append(f"two submissions are named {student!r}; the second is graded as {student}-{seen[student]}")
+            student = f"{student}-{seen[student]}"
+        students.append((student, notebooks))
+    return students, warnings
+
+
+def match(notebooks: list[Path], keys: dict[str, str]) -> tuple[dict[str, Path], list[str]]:
+    """Each exercise's notebook (the newest when there are several) and notes for the student."""
+    chosen: dict[str, list[Path]] = {}
+    notes = []
+    for path in notebooks:
+        number = exercise_of(path, keys)
+        if number is None:
+            notes.append(f"{path.name} matches no exercise ({', '.join(keys.values())}); it was not graded")
+        else:
+            chosen.setdefault(number, []).append(path)
+    result = {}
+    for number, paths in chosen.items():
+        paths.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        result[number] = paths[0]
+        if len(paths) > 1:
+            notes.append(f"several notebooks for {keys[number]}; graded the newest, {paths[0].name}")
+    if not notebooks:
+        notes.append("no notebook (.ipynb) was found in the submission")
+    return result, notes
+
+
+def _readable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can reach and read ``path``."""
+    path = path.resolve()
+    for parent in list(reversed(path.parents)):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+    mode = os.stat(path).st_mode
+    return bool(mode & stat.S_IROTH) and (not stat.S_ISDIR(mode) or bool(mode & stat.S_IXOTH))
+
+
+def sandbox_user() -> tuple[tuple[int, int] | None, str | None]:
+    """``((uid, gid), None)`` of ``nobody`` when running as root and Python is readable by it."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return None, None
+    import pwd
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        return None, "running as root, but there is no user 'nobody' to run student code as"
+    needed = [Path(sys.executable), Path(sys.base_prefix) / "lib"]
+    needed += [Path(p) for p in sys.path if p and Path(p).is_dir()]
+    blocked = [str(p) for p in needed if not _readable_by_others(p)]
+    if blocked:
+        return None, (
+            f"running as root, but {blocked[0]} is not readable by other users, so student code runs as root "
+            "(fenced by the sandbox's audit hook only); install Python where all users can read it, or run "
+            "the grader as an ordinary user"
+        )
+    return (nobody.pw_uid, nobody.pw_gid), None
+
+
+def private_paths() -> list[Path]:
+    """The course's own solutions, tests and git history, when graded from a checkout."""
+    paths = [PACKAGE_ROOT / "solutions", PACKAGE_ROOT / "tests"]
+    git = PACKAGE_ROOT / ".git"
+    if git.is_file():  # a worktree: "gitdir: /path/.git/worktrees/name"
+        found = re.match(r"gitdir:\s*(.+)", git.read_text())
+        if found:
+            gitdir = Path(found.group(1).strip())
+            paths.append(gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir)
+    paths.append(git)
+    return [p for p in paths if p.exists()]
+
+
+def _grade_one(job: tuple) -> StudentGrade:
+    student, notebooks, test_files, settings, workroot, notes = job
+    return grade_student(student, notebooks, test_files, settings, workroot, notes)
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="submission", file=sys.stderr, dynamic_ncols=True)
+    except ImportError:
+        return None
+
+
+def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade], list[str]]:
+    """Grade every job (in ``jobs`` processes) and write each student's files as they finish."""
+    grades, failures = [], []
+    bar = _progress(len(jobs_list))
+
+    def done(grade: StudentGrade) -> None:
+        grades.append(grade)
+        report.write_student(grade, out)
+        for exercise in grade.exercises:
+            if exercise.internal_error:
+                failures.append(f"{grade.student}, {exercise.title}: {exercise.internal_error}")
+        if bar is not None:
+            bar.update(1)
+
+    if jobs <= 1:
+        warm_up()
+        for job in jobs_list:
+            done(_grade_one(job))
+    else:
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm_up) as pool:
+            pending = {pool.submit(_grade_one, job): job for job in jobs_list}
+            for future in futures.as_completed(pending):
+                try:
+                    done(future.result())
+                except Exception as err:  # the grading process died: the grader failed, not the student
+                    job = pending[future]
+                    failures.append(f"{job[0]}: the grading process failed: {type(err).__name__}: {err}")
+                    if bar is not None:
+                        bar.update(1)
+    if bar is not None:
+        bar.close()
+    return grades, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course-grade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
+    parser.add_argument("--tests", type=Path, default=None, help="hidden tests folder (default: the course's)")
+    parser.add_argument("--out", type=Path, default=Path("grades"), help="output folder (default: ./grades)")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per notebook cell and per call (60)")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds per notebook in all (600)")
+    parser.add_argument("--memory", type=int, default=2048, help="MB student code may allocate (2048)")
+    parser.add_argument("--no-run", action="store_true", help="skip the 'runs top to bottom' test")
+    args = parser.parse_args(argv)
+
+    tests = (args.tests or default_tests()).resolve()
+    test_files = find_tests(tests) if tests.is_dir() else {}
+    if not test_files:
+        print(f"course-grade: no hidden tests (test_NN_*.py) in {tests}; give --tests DIR", file=sys.stderr)
+        return 2
+    missing = [str(p) for p in args.submissions if not p.exists()]
+    if missing:
+        print(f"course-grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    students, warnings = discover(args.submissions, skip=(args.out.resolve(), tests))
+    keys = {number: path.stem.removeprefix("test_") for number, path in test_files.items()}
+    matched = [(student, *match(notebooks, keys)) for student, notebooks in students]
+    graded = sorted({number for _, notebooks, _ in matched for number in notebooks})
+    if not graded:
+        print(f"course-grade: no submitted notebook matches the hidden tests in {tests}", file=sys.stderr)
+        return 2
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    user, warning = sandbox_user()
+    warnings += [warning] if warning else []
+    workroot = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    workroot.chmod(0o711)
+    deny = [tests, out, workroot, *(p.resolve() for p in args.submissions), *private_paths()]
+    limits = Limits(timeout=args.timeout, budget=args.budget, memory_mb=args.memory, user=user)
+    settings = Settings(limits=limits, deny=[str(p) for p in deny], run_notebook=not args.no_run)
+    selected = {number: test_files[number] for number in graded}
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+    start = time.monotonic()
+    jobs_list = [(s, nbs, selected, settings, workroot, notes) for s, nbs, notes in matched]
+    try:
+        grades, failures = run(jobs_list, max(1, args.jobs), out)
+    finally:
+        shutil.rmtree(workroot, ignore_errors=True)
+    seconds = time.monotonic() - start
+    report.write_csv(grades, out / "grades.csv")
+    with open(out / "grader.log", "w", encoding="utf-8") as log:
+        for grade in sorted(grades, key=lambda g: g.student):
+            for exercise in grade.exercises:
+                log.write(f"===== {grade.student} / {exercise.title} ({exercise.status})\n{exercise.log}\n")
+        for failure in failures:
+            log.write(f"===== GRADER FAILURE\n{failure}\n")
+    print(report.summary(grades, seconds, max(1, args.jobs)))
+    print(f"wrote {out / 'grades.csv'}, and results.json and feedback.md for each student in {out}")
+    if failures:
+        print(f"course-grade: {len(failures)} grading failure(s); see {out / 'grader.log'}", file=sys.stderr)
+        for failure in failures[:3]:
+            print(failure.splitlines()[0], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
