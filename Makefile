@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
-.PHONY: install lab test lint test-lib test-notebooks notebooks exercises bench clean
+.PHONY: install lab test lint check-exercises test-lib test-notebooks notebooks exercises bench clean
 
 install: $(STAMP)
 
@@ -22,13 +22,18 @@ lab: $(STAMP)
 	$(BIN)/python -m course_lib.env_check || true
 	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/00_welcome.ipynb
 
-test: lint test-lib test-notebooks
+test: lint check-exercises test-lib test-notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# exercises/ must be exactly what solutions/ generate
+check-exercises: $(STAMP)
+	$(BIN)/python -m course_lib.grading.build --check
+
+# library, grader and hidden-test suites; GPU tests run on a GPU machine (benchmarks/gpu_check.sh)
 test-lib: $(STAMP)
-	$(PYTEST) -q tests
+	$(PYTEST) -q -m "not gpu" tests
 
 test-notebooks: $(STAMP)
 	$(PYTEST) -q $(NBVAL) notebooks solutions
@@ -36,6 +41,10 @@ test-notebooks: $(STAMP)
 # Re-run every lesson and solution in a fresh kernel and store its outputs (authors only).
 notebooks: $(STAMP)
 	$(BIN)/python tools/nbtool.py run notebooks/*.ipynb solutions/*.ipynb
+
+# Regenerate exercises/ from solutions/ (authors only).
+exercises: $(STAMP)
+	$(BIN)/python -m course_lib.grading.build
 
 bench: $(STAMP)
 	$(BIN)/python -m course_lib.bench
