@@ -17,7 +17,16 @@ import os
 
 import pytest
 import torch
-from efficient_cases import LENGTHS, LENS_MODES, case_seed, check_backend, make_inputs, make_lens, poison_outputs
+from efficient_cases import (
+    LENGTHS,
+    LENS_MODES,
+    case_seed,
+    check_backend,
+    make_inputs,
+    make_lens,
+    one_thread,  # noqa: F401  (an autouse fixture: every test runs on one thread)
+    poison_outputs,
+)
 
 from course_lib.device import triton_mode
 from course_lib.efficient import flash_attention, tiled_attention
@@ -34,15 +43,6 @@ from course_lib.efficient import triton_flash  # noqa: E402  (after course_lib.e
 DEVICE = "cuda" if triton_mode() == "native" else "cpu"
 HEADS = 1
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread, and on a shared machine every operation
-    # would wait for it to get a core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 CASES = [
     (lq, lk, (i // len(LENGTHS) + i) % 2 == 1, LENS_MODES[i % len(LENS_MODES)], 16)
