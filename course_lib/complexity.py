@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from .attention import scaled_dot_product_attention
 
@@ -130,6 +129,10 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     The counter sees the matrix products (two FLOPs per multiply-add, as the formulas of
     this module) and ignores elementwise work, so it checks the formulas exactly.
     """
+    # Imported here: torch.utils.flop_counter imports triton, and triton must not be imported
+    # before course_lib.efficient has chosen its interpreter (TRITON_INTERPRET) on a CPU.
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return counter.get_total_flops()

@@ -14,6 +14,9 @@ skipping them.
 import itertools
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +126,20 @@ def test_dispatch_and_errors():
     if DEVICE == "cpu":
         with pytest.raises(ValueError, match="float32 only"):
             triton_flash.triton_attention(q.half(), k.half(), v.half())
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter runs only where CUDA is missing")
+def test_the_interpreter_works_whatever_course_lib_module_comes_first():
+    # Triton fixes its mode when it is first imported: a course_lib module imported before
+    # course_lib.efficient (the bench suites import complexity first) must not import it.
+    code = (
+        "import course_lib.complexity, course_lib.bench.efficient, torch\n"
+        "from course_lib.efficient import flash_attention\n"
+        "q = torch.randn(1, 1, 8, 16)\n"
+        "print(flash_attention(q, q, q, backend='triton').shape)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "torch.Size([1, 1, 8, 16])"
