@@ -14,25 +14,27 @@ Conventions used everywhere in this module:
 
 The formulas are plain arithmetic on the shapes. ``count_flops`` checks the FLOP
 counts against PyTorch's counter; ``measure`` and ``scaling_study`` check them on the
-machine at hand; ``fit_power_law`` turns a sweep into an exponent with a confidence
-interval; the roofline helpers say whether a computation is limited by arithmetic or
-by memory traffic.
+machine at hand. ``measure`` (median time and peak memory of a call),
+``measure_in_turns`` (several calls compared fairly) and ``peak_memory`` (one call, its
+result kept) share one timer and one memory counter, used by every lesson and bench
+suite. ``fit_power_law`` turns a sweep into an exponent with a confidence interval; the
+roofline helpers say whether a computation is limited by arithmetic or by memory traffic.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from .attention import scaled_dot_product_attention
 
@@ -49,6 +51,8 @@ __all__ = [
     "fit_power_law",
     "matmul_flops_per_second",
     "measure",
+    "measure_in_turns",
+    "peak_memory",
     "projection_flops",
     "scaling_study",
     "t_quantile",
@@ -59,6 +63,7 @@ IMPLEMENTATIONS = ("naive", "tiled")
 # other programs (and other threads of this process, e.g. a notebook kernel's) held the
 # core: on a busy machine it measures the work, not the queue.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+K = TypeVar("K")  # the names of the calls that measure_in_turns compares
 
 
 # --- input checks ---------------------------------------------------------------
@@ -124,6 +129,10 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     The counter sees the matrix products (two FLOPs per multiply-add, as the formulas of
     this module) and ignores elementwise work, so it checks the formulas exactly.
     """
+    # Imported here: torch.utils.flop_counter imports triton, and triton must not be imported
+    # before course_lib.efficient has chosen its interpreter (TRITON_INTERPRET) on a CPU.
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return counter.get_total_flops()
@@ -279,8 +288,8 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> int:
-    """High-water mark of CPU tensor memory during ``fn(*args)``, from the profiler.
+def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, int]:
+    """``fn(*args)`` and the high-water mark of CPU tensor memory during it, from the profiler.
 
     The CPU has no ``max_memory_allocated``. PyTorch's allocator reports every
     allocation (+bytes) and every free (-bytes) to the profiler; summing those
@@ -289,29 +298,57 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> int:
     the process's resident size would blur. Memory that libraries allocate behind
     PyTorch's back (e.g. BLAS scratch buffers) is not counted.
     """
-    # Kineto prints a line on every profiler start and stop below level 6.
+    # Kineto prints a line on every profiler start and stop below level 6 (a notebook shows
+    # them). It reads the variable when the process first starts a profiler; a value the user
+    # set is kept.
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.autograd.profiler.profile(profile_memory=True) as prof:
-        fn(*args)
-    events = [e for e in prof.kineto_results.events() if e.name() == "[memory]"]
+        result = fn(*args)
+    events = [e for e in prof.kineto_results.events() if e.name() == "[memory]" and e.device_type().name == "CPU"]
     in_use = peak = 0
     for e in sorted(events, key=lambda e: e.start_ns()):
-        in_use += e.nbytes()
+        in_use += e.nbytes()  # positive for an allocation, negative for a free
         peak = max(peak, in_use)
-    return peak
+    return result, peak
 
 
-def _peak_bytes(fn: Callable[..., Any], args: Sequence[Any], device: torch.device) -> int | None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        fn(*args)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    if device.type == "cpu":
+def peak_memory(fn: Callable[..., Any], *args: Any, device: str | torch.device | None = None) -> tuple[Any, int | None]:
+    """Call ``fn(*args)`` once; return its result and the peak memory allocated during the call.
+
+    The peak is the high-water mark of the bytes held by tensors allocated during the
+    call, above what was allocated when it began: the inputs do not count; the output
+    does, and so does every temporary, even one freed before ``fn`` returns (a
+    ``(len_q, len_k)`` score matrix, say). On CUDA it comes from
+    ``torch.cuda.max_memory_allocated``, on the CPU from the profiler's allocation
+    events (``_cpu_peak_bytes``). Other devices have no honest counter: ``None``.
+
+    On the CPU a tensor allocated before the call and freed during it is not
+    subtracted (the profiler never saw its size), so the peak can only be
+    overestimated there. A backward pass frees the tensors its forward saved: call
+    ``backward(retain_graph=True)`` to measure it the same way on every device.
+
+    Args:
+        fn: the callable; ``*args`` are passed to it.
+        device: where ``fn`` runs; by default the device of the first tensor in
+            ``args``, else CUDA when available, else the CPU.
+
+    Returns:
+        ``(result, peak_bytes)``; the result lets you go on from the call, e.g. to
+        measure the backward pass of the output just measured.
+    """
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    dev = _device_of(args, device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        start = torch.cuda.memory_allocated(dev)
+        result = fn(*args)
+        torch.cuda.synchronize(dev)
+        return result, torch.cuda.max_memory_allocated(dev) - start
+    if dev.type == "cpu":
         return _cpu_peak_bytes(fn, args)
-    return None  # no honest peak counter on this device
+    return fn(*args), None
 
 
 def measure(
@@ -330,8 +367,8 @@ def measure(
     calls; the median is robust to the odd slow call on a shared machine. On a GPU
     every timed call is bracketed by synchronisations. Python's garbage collector is
     paused during the timed calls, as ``timeit`` does. Memory is measured in one
-    extra call: ``torch.cuda.max_memory_allocated`` on CUDA, the profiler's
-    allocation events on the CPU (see ``Measurement.peak_bytes``).
+    extra call by ``peak_memory``: ``torch.cuda.max_memory_allocated`` on CUDA, the
+    profiler's allocation events on the CPU (see ``Measurement.peak_bytes``).
 
     Args:
         fn: the callable to time; its result is discarded.
@@ -351,27 +388,70 @@ def measure(
     """
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    dev = _device_of(args, device)
+    call = functools.partial(fn, *args)
+    return measure_in_turns({"fn": call}, repeat=repeat, warmup=warmup, memory=memory, device=dev, clock=clock)["fn"]
+
+
+def measure_in_turns(
+    fns: Mapping[K, Callable[[], Any]],
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+    device: str | torch.device | None = None,
+    clock: str = "wall",
+    seed: int = 0,
+) -> dict[K, Measurement]:
+    """``measure`` for several calls at once, timed in turns: to compare them fairly.
+
+    ``warmup`` rounds of one untimed call of each function, then ``repeat`` rounds of
+    one timed call of each, in a new random order every round. A burst of load from
+    other programs, or a cache left cold by the previous call, then slows one call of
+    a function, which the median ignores, instead of every call of one function, which
+    would bias the comparison. Timing and memory as in ``measure``.
+
+    Args:
+        fns: name -> a callable of no arguments (bind the inputs with a lambda or
+            ``functools.partial``).
+        repeat, warmup, memory, clock: as in ``measure``.
+        device: where the calls run; by default CUDA when available, else the CPU
+            (the calls take no tensors to read it from).
+        seed: seed of the order within each round.
+
+    Returns:
+        name -> ``Measurement``, in the order of ``fns``.
+    """
+    if not fns:
+        raise ValueError("fns is empty: nothing to measure")
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise ValueError(f"fns[{name!r}] must be callable, got {type(fn).__name__}")
     _check_sizes(repeat=repeat)
     _check_sizes(allow_zero=("warmup",), warmup=warmup)
-    dev = _device_of(args, device)
+    dev = _device_of((), device)
     now = _clock(clock, dev)
+    names = list(fns)
     for _ in range(warmup):
-        fn(*args)
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[K, list[float]] = {name: [] for name in names}
+    order = torch.Generator().manual_seed(seed)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection of unrelated objects is not fn's cost
     try:
         for _ in range(repeat):
-            _synchronize(dev)
-            start = now()
-            fn(*args)
-            _synchronize(dev)
-            times.append(now() - start)
+            for i in torch.randperm(len(names), generator=order).tolist():
+                _synchronize(dev)
+                start = now()
+                fns[names[i]]()
+                _synchronize(dev)
+                times[names[i]].append(now() - start)
     finally:
         if gc_was_enabled:
             gc.enable()
-    peak = _peak_bytes(fn, args, dev) if memory else None
-    return Measurement(statistics.median(times), peak, tuple(times), clock)
+    peaks = {name: peak_memory(fn, device=dev)[1] if memory else None for name, fn in fns.items()}
+    return {name: Measurement(statistics.median(times[name]), peaks[name], tuple(times[name]), clock) for name in names}
 
 
 def _clock(clock: str, device: torch.device) -> Callable[[], float]:
@@ -423,7 +503,8 @@ def scaling_study(
         sweeps: which sweeps to run, in order.
         batch, heads, head_dim, dtype, device: the inputs (random normal, seeded).
         repeat, warmup, memory, clock: as in ``measure``, except that the timed calls
-            go round-robin over the shapes: ``repeat`` rounds of one call per shape.
+            go in turns over the shapes (``measure_in_turns``): ``repeat`` rounds of one
+            call per shape.
         seed: seed of the inputs.
 
     Returns:
@@ -457,24 +538,13 @@ def scaling_study(
         for n in lengths
     ]
     inputs = [(randn(len_q), randn(len_k), randn(len_k)) for _, len_q, len_k in shapes]
-    times: list[list[float]] = [[] for _ in shapes]
+    # In turns over the shapes: a burst of load from other programs then slows one call of a
+    # shape, which the median ignores, instead of every call of one shape, which would bend the slope.
+    calls = {i: functools.partial(attention, *args) for i, args in enumerate(inputs)}
     with torch.no_grad():
-        for _ in range(warmup):
-            for args in inputs:
-                attention(*args)
-        # Round-robin: each round times one call of every shape, in a new random order. A
-        # burst of load from other programs, or the cache left cold by the previous shape,
-        # then slows one call of a shape, which the median ignores, instead of every call
-        # of one shape, which would bend the fitted slope.
-        for _ in range(repeat):
-            for i in torch.randperm(len(shapes), generator=generator).tolist():
-                args, t = inputs[i], times[i]
-                m = measure(attention, *args, repeat=1, warmup=0, memory=False, device=dev, clock=clock)
-                t.append(m.seconds)
-        peaks = [_peak_bytes(attention, args, dev) if memory else None for args in inputs]
+        found = measure_in_turns(calls, repeat=repeat, warmup=warmup, memory=memory, device=dev, clock=clock, seed=seed)
     rows = []
-    for (sweep, len_q, len_k), t, peak in zip(shapes, times, peaks):
-        seconds = statistics.median(t)
+    for (sweep, len_q, len_k), m in zip(shapes, found.values()):
         flops = attention_flops(batch, heads, len_q, len_k, head_dim)
         rows.append(
             {
@@ -485,10 +555,10 @@ def scaling_study(
                 "heads": heads,
                 "head_dim": head_dim,
                 "dtype": str(dtype).removeprefix("torch."),
-                "seconds": seconds,
-                "peak_bytes": peak,
+                "seconds": m.seconds,
+                "peak_bytes": m.peak_bytes,
                 "flops": flops,
-                "gflops_per_s": flops / seconds / 1e9,
+                "gflops_per_s": flops / m.seconds / 1e9,
             }
         )
     return rows

@@ -6,6 +6,7 @@ import math
 import sys
 import zlib
 
+import pytest
 import torch
 from reference import reference_attention, tol
 
@@ -14,6 +15,19 @@ from course_lib.efficient import tiled
 
 LENGTHS = (1, 17, 64, 129)
 LENS_MODES = ("full", "mixed", "partial")  # no padding; [0, len_k, some]; random lengths in [1, len_k]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run each test on one thread (autouse in the test modules that import it).
+
+    Small tensors gain nothing from a second thread, and on a shared machine every operation
+    would wait for it to get a core.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def case_seed(*params) -> int:

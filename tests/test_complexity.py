@@ -22,6 +22,8 @@ from course_lib.complexity import (
     fit_power_law,
     matmul_flops_per_second,
     measure,
+    measure_in_turns,
+    peak_memory,
     projection_flops,
     scaling_study,
     t_quantile,
@@ -231,12 +233,63 @@ def test_measure_cpu_clock_needs_one_thread():
         measure(lambda: None, clock="gpu")
 
 
+def test_peak_memory_returns_the_result_and_sees_a_transient_score_matrix():
+    def transient(n):
+        scores = torch.ones(512, n)  # 2 MiB at n = 1024, freed before the function returns
+        return scores.sum()
+
+    result, peak = peak_memory(transient, 1024, device="cpu")
+    assert result.item() == 512 * 1024
+    assert 512 * 1024 * 4 <= peak < 512 * 1024 * 4 + 4096
+    assert peak_memory(lambda: "done", device="meta") == ("done", None)  # no counter there: no number
+    with pytest.raises(ValueError, match="callable"):
+        peak_memory(None)
+
+
+def test_peak_memory_on_the_cpu_does_not_subtract_what_existed_before_the_call():
+    box = [torch.empty(2**20)]  # 4 MiB, allocated before the call
+
+    def f():
+        box.pop()  # freed during the call: the profiler never saw its size
+        return torch.empty(2**18)  # 1 MiB
+
+    assert peak_memory(f, device="cpu")[1] == 2**20  # overestimated (the true net change is -3 MiB), never under
+
+
+def test_measure_in_turns_times_one_call_of_each_per_round_in_a_new_order():
+    log = []
+    fns = {
+        "a": lambda: log.append("a") or torch.empty(2**18),  # 1 MiB
+        "b": lambda: log.append("b") or torch.empty(2**19),  # 2 MiB
+    }
+    found = measure_in_turns(fns, repeat=20, warmup=1, device="cpu")
+    assert list(found) == ["a", "b"] and all(isinstance(m, Measurement) for m in found.values())
+    assert log[:2] == ["a", "b"] and log[42:] == ["a", "b"]  # warm-up round; one call each for memory
+    rounds = [log[i : i + 2] for i in range(2, 42, 2)]
+    assert all(sorted(r) == ["a", "b"] for r in rounds)  # one timed call of each per round
+    assert ["a", "b"] in rounds and ["b", "a"] in rounds  # in a new (seeded) order each round
+    for m in found.values():  # the median of 20 times lies between the 10th and the 11th
+        assert len(m.times) == 20 and 0 < sorted(m.times)[9] <= m.seconds <= sorted(m.times)[10]
+    assert (found["a"].peak_bytes, found["b"].peak_bytes) == (2**20, 2**21)
+
+
+def test_measure_in_turns_rejects_nonsense():
+    with pytest.raises(ValueError, match="empty"):
+        measure_in_turns({})
+    with pytest.raises(ValueError, match=r"fns\['b'\] must be callable"):
+        measure_in_turns({"a": lambda: None, "b": 3})
+    with pytest.raises(ValueError, match="repeat"):
+        measure_in_turns({"a": lambda: None}, repeat=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_measure_on_cuda_sees_the_transient_score_matrix():
     q, k = torch.randn(1, 4, 256, 32, device="cuda"), torch.randn(1, 4, 512, 32, device="cuda")
     m = measure(lambda q, k: (q @ k.transpose(-2, -1)).sum(), q, k, repeat=2)
     assert m.peak_bytes >= 4 * 256 * 512 * 4
+    total, peak = peak_memory(lambda q, k: (q @ k.transpose(-2, -1)).sum(), q, k)
+    assert total.device.type == "cuda" and peak >= 4 * 256 * 512 * 4
 
 
 # --- scaling_study --------------------------------------------------------------

@@ -1,13 +1,24 @@
 """course_lib.efficient on the CPU: the naive, SDPA and tiled backends against the float64 reference."""
 
+import functools
 import itertools
 import math
 
 import pytest
 import torch
-from efficient_cases import LENGTHS, LENS_MODES, case_seed, check_backend, make_inputs, make_lens, poison_outputs
+from efficient_cases import (
+    LENGTHS,
+    LENS_MODES,
+    case_seed,
+    check_backend,
+    make_inputs,
+    make_lens,
+    one_thread,  # noqa: F401  (an autouse fixture: every test runs on one thread)
+    poison_outputs,
+)
 from reference import tol
 
+from course_lib.complexity import peak_memory
 from course_lib.efficient import (
     attention_mask,
     flash_attention,
@@ -15,20 +26,9 @@ from course_lib.efficient import (
     tiled,
     tiled_attention,
 )
-from course_lib.efficient.measure import peak_memory_bytes
 
 HEAD_DIMS = (16, 32, 64, 128)
 BATCH, HEADS = 3, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread, and on a shared machine every operation
-    # would wait for it to get a core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _attend(backend):
@@ -198,21 +198,13 @@ def test_other_errors():
 
 
 # --- memory ---------------------------------------------------------------------------
-def test_memory_measurement_sees_a_transient_score_matrix():
-    def transient():
-        scores = torch.ones(512, 1024)  # 2 MiB, freed before the function returns
-        return scores.sum()
-
-    _, peak = peak_memory_bytes(transient)
-    assert peak >= 512 * 1024 * 4
-
-
 def test_tiled_never_builds_the_score_matrix():
     len_q, len_k = 1024, 2048
     q, k, v, dout = make_inputs(1, 1, len_q, len_k, 32, seed=11)
     scores_bytes = len_q * len_k * 4  # 8 MiB; the gradients themselves (dq, dk, dv) take 0.75 MiB
-    _, naive = peak_memory_bytes(lambda: flash_attention(q, k, v, backend="naive"))
-    out, fwd = peak_memory_bytes(lambda: tiled_attention(q, k, v, block_q=128, block_k=128))
-    _, bwd = peak_memory_bytes(lambda: out.backward(dout, retain_graph=True))
+    # complexity.peak_memory sees a transient (len_q, len_k) matrix (tests/test_complexity.py)
+    _, naive = peak_memory(functools.partial(flash_attention, backend="naive"), q, k, v)
+    out, fwd = peak_memory(functools.partial(tiled_attention, block_q=128, block_k=128), q, k, v)
+    _, bwd = peak_memory(functools.partial(out.backward, retain_graph=True), dout)
     assert naive >= scores_bytes  # the naive version holds at least one (len_q, len_k) matrix
     assert fwd < scores_bytes / 8 and bwd < scores_bytes / 4, (fwd, bwd, scores_bytes)

@@ -14,10 +14,22 @@ skipping them.
 import itertools
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from efficient_cases import LENGTHS, LENS_MODES, case_seed, check_backend, make_inputs, make_lens, poison_outputs
+from efficient_cases import (
+    LENGTHS,
+    LENS_MODES,
+    case_seed,
+    check_backend,
+    make_inputs,
+    make_lens,
+    one_thread,  # noqa: F401  (an autouse fixture: every test runs on one thread)
+    poison_outputs,
+)
 
 from course_lib.device import triton_mode
 from course_lib.efficient import flash_attention, tiled_attention
@@ -34,15 +46,6 @@ from course_lib.efficient import triton_flash  # noqa: E402  (after course_lib.e
 DEVICE = "cuda" if triton_mode() == "native" else "cpu"
 HEADS = 1
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread, and on a shared machine every operation
-    # would wait for it to get a core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 CASES = [
     (lq, lk, (i // len(LENGTHS) + i) % 2 == 1, LENS_MODES[i % len(LENS_MODES)], 16)
@@ -123,3 +126,20 @@ def test_dispatch_and_errors():
     if DEVICE == "cpu":
         with pytest.raises(ValueError, match="float32 only"):
             triton_flash.triton_attention(q.half(), k.half(), v.half())
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter runs only where CUDA is missing")
+def test_the_interpreter_works_whatever_course_lib_module_comes_first():
+    # Triton fixes its mode when it is first imported: a course_lib module imported before
+    # course_lib.efficient (the bench suites import complexity first) must not import it.
+    code = (
+        "import course_lib.complexity, course_lib.bench.efficient, torch\n"
+        "from course_lib.efficient import flash_attention\n"
+        "q = torch.randn(1, 1, 8, 16)\n"
+        "print(flash_attention(q, q, q, backend='triton').shape)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "torch.Size([1, 1, 8, 16])"

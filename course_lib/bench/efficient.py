@@ -22,6 +22,11 @@ target of COURSE_DESIGN § 6 say whether it is met.
   boolean mask (target ≥ 1.3), and forward+backward (target ≥ 0.7); also
   ``flex_attention`` (compiled, fp16, d=64) with a key-padding block mask when torch has it.
 
+Times and memory come from ``course_lib.complexity.measure_in_turns``, as in lessons 05 and
+07: the median of the timed calls, and the peak memory allocated during one call above what
+existed before it (the inputs are not counted; on the CPU it is read from the profiler's
+allocation events, on one thread like the time; on CUDA from ``max_memory_allocated``).
+
 FLOPs are ``4·B·H·Lq·Lk·d`` for the forward and 2.5 times that for the backward.
 With padding only the real keys are counted (``Lk`` becomes the mean ``kv_len``) for
 every backend, so the throughput is useful work and the rows compare directly.
@@ -32,16 +37,15 @@ not judged.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from course_lib.complexity import Measurement, measure_in_turns
 from course_lib.efficient import attention_mask, flash_attention, tiled_attention
-from course_lib.efficient.measure import peak_memory_bytes
 
 H100_DENSE_TFLOPS = 989.0  # fp16/bf16 dense tensor-core peak of an H100 SXM
 CPU_TIME_TARGET = 1.5  # tiled time <= 1.5 x SDPA time
@@ -62,11 +66,6 @@ def attention_flops(batch: int, heads: int, len_q: int, kv_total: int, dim: int,
     return flops * 3.5 if backward else flops
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` intra-op threads (``None``: leave the setting alone)."""
@@ -79,27 +78,15 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _time_in_turns(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, clock: str = "wall"
-) -> dict[str, float]:
-    """Median milliseconds of each function, timed one after the other in ``repeats`` rounds.
-
-    ``clock="cpu"``: one thread, timed by the CPU time of that thread: the work done,
-    not the moments spent waiting for a core that another program holds.
+def _in_turns(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, clock: str = "wall", memory: bool = False
+) -> dict[str, Measurement]:
+    """``complexity.measure_in_turns`` after one warm-up round (first-call allocations, Triton
+    compilation and autotuning). ``clock="cpu"``: on one thread, timed by the CPU time of that
+    thread: the work done, not the moments spent waiting for a core that another program holds.
     """
-    timer = time.thread_time if clock == "cpu" else time.perf_counter
-    times: dict[str, list[float]] = {name: [] for name in fns}
     with _threads(1 if clock == "cpu" else None):
-        for fn in fns.values():  # warm up (first-call allocations, Triton compilation and autotuning)
-            fn()
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                _sync(device)
-                start = timer()
-                fn()
-                _sync(device)
-                times[name].append((timer() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+        return measure_in_turns(fns, repeat=repeats, warmup=1, memory=memory, device=device, clock=clock)
 
 
 def _inputs(shape, dtype, device, requires_grad=False, seed=0):
@@ -118,7 +105,7 @@ def _fwd_bwd(attend, q, k, v, dout):
     return run
 
 
-def _row(backend, dtype, shape, lens, pass_, ms, peak_bytes, sdpa_ms, *, device, backward=False, clock="wall"):
+def _row(backend, dtype, shape, lens, pass_, m: Measurement, sdpa_ms, *, device, backward=False):
     batch, heads, len_q, len_k, dim = shape
     kv_total = batch * len_k if lens is None else sum(lens)
     flops = attention_flops(batch, heads, len_q, kv_total, dim, backward)
@@ -128,16 +115,16 @@ def _row(backend, dtype, shape, lens, pass_, ms, peak_bytes, sdpa_ms, *, device,
         "shape": "x".join(map(str, shape)),
         "padding": round(1 - kv_total / (batch * len_k), 3),
         "pass": pass_,
-        "clock": "cpu, 1 thread" if clock == "cpu" else "wall",
-        "ms": round(ms, 3),
+        "clock": "cpu, 1 thread" if m.clock == "cpu" else "wall",
+        "ms": round(m.ms, 3),
     }
     if device.type == "cuda":
-        row["TFLOP/s"] = round(flops / ms / 1e9, 1)
-        row["% of 989 peak"] = round(100 * flops / ms / 1e9 / H100_DENSE_TFLOPS, 1)
+        row["TFLOP/s"] = round(flops / m.ms / 1e9, 1)
+        row["% of 989 peak"] = round(100 * flops / m.ms / 1e9 / H100_DENSE_TFLOPS, 1)
     else:
-        row["GFLOP/s"] = round(flops / ms / 1e6, 2)
-    row["peak MiB"] = "" if peak_bytes is None else round(peak_bytes / 2**20, 2)
-    row["speed vs SDPA"] = "" if sdpa_ms is None else round(sdpa_ms / ms, 3)
+        row["GFLOP/s"] = round(flops / m.ms / 1e6, 2)
+    row["peak MiB"] = "" if m.peak_bytes is None else round(m.peak_bytes / 2**20, 2)
+    row["speed vs SDPA"] = "" if sdpa_ms is None else round(sdpa_ms / m.ms, 3)
     return row
 
 
@@ -156,53 +143,49 @@ def _cpu_rows(quick: bool) -> list[dict]:
     repeats = 3 if quick else 9
     q, k, v = _inputs(shape, dtype, device)
     sdpa = F.scaled_dot_product_attention
-    naive = lambda q, k, v, **kw: flash_attention(q, k, v, backend="naive", **kw)  # noqa: E731
+    naive = partial(flash_attention, backend="naive")
     row = lambda *args, **kw: _row(*args, device=device, **kw)  # noqa: E731
 
     # The time target, by CPU time on one thread: steady even when other programs share the cores.
-    fwd = {"sdpa": lambda: sdpa(q, k, v), "tiled": lambda: tiled_attention(q, k, v)}
-    times = _time_in_turns(fwd, repeats, device, clock="cpu")
-    times["naive"] = _time_in_turns({"naive": lambda: naive(q, k, v)}, 3, device, clock="cpu")["naive"]
-    fwd["naive"] = lambda: naive(q, k, v)
-    peaks = {name: peak_memory_bytes(fn)[1] for name, fn in fwd.items()}
+    fwd = {"sdpa": partial(sdpa, q, k, v), "tiled": partial(tiled_attention, q, k, v)}
+    found = _in_turns(fwd, repeats, device, clock="cpu", memory=True)
+    found["naive"] = _in_turns({"naive": partial(naive, q, k, v)}, 3, device, clock="cpu", memory=True)["naive"]
     for name in ("sdpa", "naive", "tiled"):
-        rows.append(row(name, dtype, shape, None, "fwd", times[name], peaks[name], times["sdpa"], clock="cpu"))
-    ratio = times["tiled"] / times["sdpa"]
+        rows.append(row(name, dtype, shape, None, "fwd", found[name], found["sdpa"].ms))
+    ratio = found["tiled"].seconds / found["sdpa"].seconds
     _judge(rows[-1], f"time <= {CPU_TIME_TARGET}x SDPA", None if quick else ratio <= CPU_TIME_TARGET)
 
     # The same by wall-clock time with every thread: what a user waits for (noisy on a shared machine).
-    wall = _time_in_turns({"sdpa": fwd["sdpa"], "tiled": fwd["tiled"]}, max(3, repeats // 2), device)
+    wall = _in_turns(fwd, max(3, repeats // 2), device)
     for name in ("sdpa", "tiled"):
-        rows.append(row(name, dtype, shape, None, "fwd", wall[name], None, wall["sdpa"], clock="wall"))
+        rows.append(row(name, dtype, shape, None, "fwd", wall[name], wall["sdpa"].ms))
 
     # Half of the keys are padding: SDPA gets the boolean mask, tiled skips the blocks past each length.
     lens = half_padding_lens(shape[0], shape[3])
     mask = attention_mask(torch.tensor(lens), shape[2], shape[3], causal=False)
-    padded = {"sdpa": lambda: sdpa(q, k, v, attn_mask=mask), "tiled": lambda: tiled_attention(q, k, v, kv_lens=lens)}
-    padded_ms = _time_in_turns(padded, repeats, device, clock="cpu")
+    padded = {"sdpa": partial(sdpa, q, k, v, attn_mask=mask), "tiled": partial(tiled_attention, q, k, v, kv_lens=lens)}
+    padded = _in_turns(padded, repeats, device, clock="cpu")
     for name in ("sdpa", "tiled"):
-        rows.append(row(name, dtype, shape, lens, "fwd", padded_ms[name], None, padded_ms["sdpa"], clock="cpu"))
+        rows.append(row(name, dtype, shape, lens, "fwd", padded[name], padded["sdpa"].ms))
 
     # Forward and backward.
     qg, kg, vg = _inputs(shape, dtype, device, requires_grad=True)
     dout = torch.randn_like(qg)
     both = {"sdpa": _fwd_bwd(sdpa, qg, kg, vg, dout), "tiled": _fwd_bwd(tiled_attention, qg, kg, vg, dout)}
-    both_ms = _time_in_turns(both, max(3, repeats // 2), device, clock="cpu")
+    both = _in_turns(both, max(3, repeats // 2), device, clock="cpu")
     for name in ("sdpa", "tiled"):
-        rows.append(row(name, dtype, shape, None, "fwd+bwd", both_ms[name], None, both_ms["sdpa"], backward=True,
-                        clock="cpu"))
+        rows.append(row(name, dtype, shape, None, "fwd+bwd", both[name], both["sdpa"].ms, backward=True))
 
     # The memory target: peak extra memory at a long source.
     mem_shape = (1, 1, 256, 512, 32) if quick else (1, 1, 4096, 8192, 64)
     q, k, v = _inputs(mem_shape, dtype, device, seed=1)
-    fns = {"sdpa": lambda: sdpa(q, k, v), "naive": lambda: naive(q, k, v), "tiled": lambda: tiled_attention(q, k, v)}
-    mem_ms = _time_in_turns(fns, 3, device, clock="cpu")
-    mem_peaks = {name: peak_memory_bytes(fn)[1] for name, fn in fns.items()}
+    fns = {"sdpa": partial(sdpa, q, k, v), "naive": partial(naive, q, k, v), "tiled": partial(tiled_attention, q, k, v)}
+    mem = _in_turns(fns, 3, device, clock="cpu", memory=True)
     for name in fns:
-        r = row(name, dtype, mem_shape, None, "fwd", mem_ms[name], mem_peaks[name], mem_ms["sdpa"], clock="cpu")
-        r["memory vs naive"] = round(mem_peaks[name] / mem_peaks["naive"], 4)
+        r = row(name, dtype, mem_shape, None, "fwd", mem[name], mem["sdpa"].ms)
+        r["memory vs naive"] = round(mem[name].peak_bytes / mem["naive"].peak_bytes, 4)
         rows.append(r)
-    ok = mem_peaks["tiled"] * CPU_MEMORY_TARGET <= mem_peaks["naive"]
+    ok = mem["tiled"].peak_bytes * CPU_MEMORY_TARGET <= mem["naive"].peak_bytes
     _judge(rows[-1], f"peak <= naive/{CPU_MEMORY_TARGET}", None if quick else ok)
     return rows
 
@@ -215,11 +198,14 @@ def _sdpa_backends():
     return {name.split("_")[0].lower(): getattr(SDPBackend, name) for name in names if hasattr(SDPBackend, name)}
 
 
-def _best_sdpa(fn: Callable[[], object], repeats: int, device) -> tuple[str, float, Callable[[], object]]:
-    """The fastest SDPA backend that accepts this call: (name, median ms, the call pinned to it)."""
+def _best_sdpa(fn: Callable[[], object], repeats: int, device) -> tuple[str, Measurement]:
+    """The fastest SDPA backend that accepts this call: (its name, its measurement).
+
+    When none of the fast backends accepts it, PyTorch's own choice (``"default"``).
+    """
     from torch.nn.attention import sdpa_kernel
 
-    best = ("none", float("inf"), fn)
+    found = {}
     for name, backend in _sdpa_backends().items():
 
         def pinned(backend=backend):
@@ -227,12 +213,12 @@ def _best_sdpa(fn: Callable[[], object], repeats: int, device) -> tuple[str, flo
                 return fn()
 
         try:
-            ms = _time_in_turns({name: pinned}, repeats, device)[name]
+            found[name] = _in_turns({name: pinned}, repeats, device, memory=True)[name]
         except RuntimeError:  # this backend does not support these inputs (mask, dtype, head dim...)
             continue
-        if ms < best[1]:
-            best = (name, ms, pinned)
-    return best
+    if not found:
+        found["default"] = _in_turns({"default": fn}, repeats, device, memory=True)["default"]
+    return min(found.items(), key=lambda item: item[1].seconds)
 
 
 def _flex_fn(q, k, v, lens):
@@ -281,15 +267,14 @@ def _gpu_rows_for(dim: int, dtype: torch.dtype, quick: bool) -> list[dict]:
     for label, (case_lens, sdpa_fn, ours) in cases.items():
         backward = label == "fwd+bwd"
         pass_ = "fwd+bwd" if backward else "fwd"
-        sdpa_name, sdpa_ms, pinned = _best_sdpa(sdpa_fn, repeats, device)
-        sdpa_times[label] = sdpa_ms
-        ms = _time_in_turns({"triton": ours}, repeats, device)["triton"]
+        sdpa_name, sdpa_m = _best_sdpa(sdpa_fn, repeats, device)
+        sdpa_times[label] = sdpa_m.ms
+        m = _in_turns({"triton": ours}, repeats, device, memory=True)["triton"]
         common = {"device": device, "backward": backward}
-        sdpa_peak = peak_memory_bytes(pinned, device)[1]
-        rows.append(_row(f"sdpa ({sdpa_name})", dtype, shape, case_lens, pass_, sdpa_ms, sdpa_peak, sdpa_ms, **common))
-        row = _row("triton", dtype, shape, case_lens, pass_, ms, peak_memory_bytes(ours, device)[1], sdpa_ms, **common)
+        rows.append(_row(f"sdpa ({sdpa_name})", dtype, shape, case_lens, pass_, sdpa_m, sdpa_m.ms, **common))
+        row = _row("triton", dtype, shape, case_lens, pass_, m, sdpa_m.ms, **common)
         target = GPU_TARGETS[label]
-        rows.append(_judge(row, f"speed >= {target}x SDPA", None if quick else sdpa_ms / ms >= target))
+        rows.append(_judge(row, f"speed >= {target}x SDPA", None if quick else sdpa_m.seconds / m.seconds >= target))
     if not quick and dtype == torch.float16 and dim == 64:  # one flex case: its compilation takes a while
         rows.append(_flex_row(q, k, v, lens, shape, sdpa_times["fwd, padded"], repeats, device))
     return rows
@@ -300,11 +285,10 @@ def _flex_row(q, k, v, lens, shape, sdpa_ms, repeats, device) -> dict:
         flex = _flex_fn(q, k, v, lens)
         if flex is None:
             return {"backend": "flex_attention", "target": "not available in this torch"}
-        ms = _time_in_turns({"flex": flex}, repeats, device)["flex"]
+        m = _in_turns({"flex": flex}, repeats, device, memory=True)["flex"]
     except Exception as exc:  # noqa: BLE001 - one failed comparison must not abort the whole table
         return {"backend": "flex_attention", "target": f"failed: {type(exc).__name__}: {exc}"[:100]}
-    return _row("flex_attention", q.dtype, shape, lens, "fwd", ms, peak_memory_bytes(flex, device)[1], sdpa_ms,
-                device=device)
+    return _row("flex_attention", q.dtype, shape, lens, "fwd", m, sdpa_ms, device=device)
 
 
 def run(quick: bool = False) -> list[dict]:
