@@ -41,6 +41,7 @@ __all__ = [
     "Scene",
     "TranslationTask",
     "Vocab",
+    "WORD_CLASSES",
     "make_caption_task",
     "make_translation_task",
     "patchify",
@@ -149,6 +150,19 @@ VERBS = {"sees": "sieht", "likes": "mag", "chases": "jagt", "finds": "findet", "
 PREPOSITION = {"in": "im", "room": "zimmer"}
 DIGITS = {w: str(d) for d, w in enumerate("zero one two three four five six seven eight nine".split())}
 LEXICON = {**DETERMINERS, **ADJECTIVES, **NOUNS, **VERBS, **PREPOSITION, **DIGITS}
+WORD_CLASSES = {  # every source and target word → its class, e.g. "hund" → "noun"
+    word: name
+    for table, name in [
+        (DETERMINERS, "determiner"),
+        (ADJECTIVES, "adjective"),
+        (NOUNS, "noun"),
+        (VERBS, "verb"),
+        (PREPOSITION, "preposition"),
+        (DIGITS, "digit"),
+    ]
+    for pair in table.items()
+    for word in pair
+}
 
 
 @dataclass(frozen=True)
@@ -316,7 +330,7 @@ def _shape_masks() -> dict[str, np.ndarray]:
         "square": inner,
         "circle": (x - c) ** 2 + (y - c) ** 2 <= 4.0**2,
         "triangle": inner & (np.abs(x - c) <= (y - 1) / 2),
-        "cross": inner & ((np.abs(x - c) < 1.6) | (np.abs(y - c) < 1.6)),
+        "cross": inner & ((np.abs(x - c) < 1.1) | (np.abs(y - c) < 1.1)),
     }
 
 

@@ -82,14 +82,15 @@ def test_caption_explorer_updates_when_the_scene_changes():
     task = make_caption_task(5)
     model = captioning_model(task.patch_dim, task.num_patches, len(task.vocab), d_model=16, num_heads=2, d_ff=32)
     scenes = [
-        Scene((("red", "square", 0, 0), ("blue", "circle", 3, 3)), noise_seed=0),
+        Scene((("red", "square", 0, 0), ("blue", "circle", 2, 2)), noise_seed=0),
         Scene((("green", "cross", 1, 1), ("yellow", "triangle", 2, 0)), noise_seed=1),
     ]
     ex = caption_explorer(model, task, scenes)
     png = ex.image.value
-    assert "expected: red square left of blue circle" in ex.info.value
+    assert "expected: red square top left and blue circle bottom right" in ex.info.value
     ex.controls["scene"].value = 1
-    assert ex.image.value != png and "expected: green cross right of yellow triangle" in ex.info.value
+    assert ex.image.value != png
+    assert "expected: green cross middle centre and yellow triangle bottom left" in ex.info.value
     png = ex.image.value
     ex.controls["layer"].value = "0"
     assert ex.image.value != png

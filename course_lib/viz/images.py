@@ -100,7 +100,7 @@ def attention_overlay(
     light = np.kron(light, np.ones((ph, pw)))[..., None]  # nearest-neighbour upsampling to pixels
     if ax is None:
         _, ax = plt.subplots(figsize=(2.2, 2.2))
-    ax.imshow(img * light, interpolation="nearest")
+    ax.imshow(np.clip(img * light, 0.0, 1.0), interpolation="nearest")
     if targets is not None:
         for p in np.flatnonzero(as_numpy(targets)):
             r, c = divmod(int(p), gw)
@@ -118,10 +118,11 @@ def caption_attention(
     weights: Any,
     *,
     targets: Any | None = None,
+    ncols: int = 5,
     fig: Figure | None = None,
     title: str | None = None,
 ) -> Figure:
-    """The image, then one overlay per caption word.
+    """The image, then one overlay per caption word, ``ncols`` panels per row.
 
     Args:
         image: ``(3, H, W)``.
@@ -134,13 +135,18 @@ def caption_attention(
     if w.ndim != 2 or w.shape[0] != len(words):
         raise ValueError(f"weights must be (len(words)={len(words)}, num_patches), got shape {w.shape}")
     n = len(words) + 1
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
     if fig is None:
-        fig = plt.figure(figsize=(1.6 * n, 2.0))
-    axes = fig.subplots(1, n, squeeze=False)[0]
+        fig = plt.figure(figsize=(1.9 * ncols, 2.1 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
     axes[0].imshow(_hwc(image), interpolation="nearest")
     axes[0].set_title("image")
-    axes[0].set_xticks([])
-    axes[0].set_yticks([])
+    for ax in axes[n:]:
+        ax.axis("off")
+    for ax in axes[:n]:
+        ax.set_xticks([])
+        ax.set_yticks([])
     for j, word in enumerate(words):
         t = None if targets is None else as_numpy(targets)[j]
         attention_overlay(image, w[j], ax=axes[j + 1], title=f"“{word}”", targets=t)
@@ -273,7 +279,7 @@ def caption_explorer(model: Any, task: Any, scenes: Sequence[Any] | None = None)
     scene = widgets.IntSlider(value=0, min=0, max=len(scenes) - 1, description="scene", continuous_update=False)
     layer, head = _layer_head_controls(model)
     info, image = widgets.HTML(), widgets.Image(format="png")
-    fig = Figure(figsize=(11.0, 2.2))
+    fig = Figure(figsize=(9.5, 4.2))
 
     def update(_: Any = None) -> None:
         s = scenes[scene.value]
