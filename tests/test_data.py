@@ -81,7 +81,7 @@ def test_translation_errors():
     with pytest.raises(ValueError, match="in room digit"):
         translate("the dog sees a cat in room".split())
     with pytest.raises(ValueError, match="fewer than"):
-        make_translation_task(2_000, 0, max_adjectives=0, max_digits=0)  # only 864 sentences exist
+        make_translation_task(900, 0, max_adjectives=0, max_digits=0)  # only 864 sentences exist
     with pytest.raises(ValueError, match="empty"):
         make_translation_task(10, 0).batch([])
 
