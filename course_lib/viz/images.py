@@ -139,6 +139,7 @@ def caption_attention(
     nrows = -(-n // ncols)
     if fig is None:
         fig = plt.figure(figsize=(1.9 * ncols, 2.1 * nrows))
+    fig.set_layout_engine("constrained")  # keeps each row's titles clear of the row above
     axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
     axes[0].imshow(_hwc(image), interpolation="nearest")
     axes[0].set_title("image")
@@ -152,7 +153,6 @@ def caption_attention(
         attention_overlay(image, w[j], ax=axes[j + 1], title=f"“{word}”", targets=t)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
