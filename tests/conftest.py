@@ -10,3 +10,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def _seed():
     """Every test starts from the same random state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use small tensors: one thread avoids thread start-up and contention on small machines."""
+    torch.set_num_threads(1)

@@ -71,7 +71,8 @@ def heatmap(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if keys is not None:
-        ax.set_xticks(range(len(keys)), keys, rotation=45 if max(map(len, keys), default=0) > 3 else 0, ha="right")
+        rotate = max(map(len, keys), default=0) > 3
+        ax.set_xticks(range(len(keys)), keys, rotation=45 if rotate else 0, ha="right" if rotate else "center")
     if queries is not None:
         ax.set_yticks(range(len(queries)), queries)
     if title:
