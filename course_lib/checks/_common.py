@@ -43,14 +43,14 @@ def _fmt(a: np.ndarray, digits: int = 3) -> str:
 def describe(value: Any, *, sums: bool = True) -> str:
     """One line about a value: its type and, for arrays, shape, dtype, NaN/inf and row sums."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        kind = "tensor"
+        kind, dtype = "tensor", str(value.dtype).removeprefix("torch.")
         value = value.detach().float().cpu().numpy()
     elif isinstance(value, np.ndarray):
-        kind = "array"
+        kind, dtype = "array", str(value.dtype)
     else:
         text = repr(value)
         return f"{type(value).__name__} {text if len(text) < 80 else text[:77] + '...'}"
-    parts = [f"{kind} of shape {tuple(value.shape)}, dtype {value.dtype}"]
+    parts = [f"{kind} of shape {tuple(value.shape)}, dtype {dtype}"]
     if np.issubdtype(value.dtype, np.number) and value.size:
         nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
         if nan or inf:
