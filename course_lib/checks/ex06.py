@@ -257,7 +257,7 @@ def tiled_mistake(query, key, value, kv_lens, got, block_size=None) -> str | Non
     return None
 
 
-def triton_mistake(query, key, value, kv_lens, got, block_n: int = 16) -> str | None:
+def triton_mistake(query, key, value, kv_lens, got, block_m: int = 16, block_n: int = 16) -> str | None:
     """Name the usual mistake that explains ``got``, the output of the student's kernel, if one does."""
     try:
         got = torch.as_tensor(got).double()
@@ -293,6 +293,15 @@ def triton_mistake(query, key, value, kv_lens, got, block_n: int = 16) -> str | 
         return "the keys of the last block past kv_len got weight: set their scores to -inf (tl.where(key_ok, s, ...))"
     if _close(got, padded_attention(q, k, v, lens, scale=1.0), atol=1e-4):
         return "multiply the scores by scale (1/√d)"
+    # Rows past len_q of a head's last query block, stored without a mask, land on the next head's first rows.
+    len_q = q.shape[-2]
+    spill = -len_q % block_m
+    wrong = ~torch.isclose(got, expected, rtol=1e-5, atol=1e-4).all(dim=-1).reshape(-1, len_q)  # (batch*heads, len_q)
+    if spill and wrong.any() and not wrong[0].any() and not wrong[:, spill:].any():
+        return (
+            "the first rows of every head but the first are overwritten: the last block of queries runs past "
+            "len_q into the next head's output. Store with mask=row_ok[:, None]"
+        )
     return None
 
 
@@ -384,7 +393,10 @@ def check_tiled_attention(tiled: Callable) -> None:
     k = torch.randn(2, 1, 10, 8, generator=g, dtype=torch.float64)
     v = torch.randn(2, 1, 10, 6, generator=g, dtype=torch.float64)
     got = c.array(c.call(tiled, q, k, v, block_size=4), "tiled_attention(q, k, v, block_size=4)")
-    hint = tiled_mistake(q, k, v, None, got, 4)
+    hint = tiled_mistake(q, k, v, None, got, 4) or (
+        "the scores of a block are query @ key_blockᵀ / √d; each block goes through your online_softmax_update "
+        "(its self-check must pass), and acc / l_i comes once, after the loop"
+    )
     c.shape(got, (2, 1, 3, 6), "output for 2 batches, 1 head, 3 queries and values of size 6", hint)
     c.close(got, padded_attention(q, k, v), "output with blocks of 4 keys (10 keys: 4 + 4 + 2)", hint)
 
