@@ -35,7 +35,7 @@ from .session import Limits, process_settings, start_process, stop_process
 HERE = Path(__file__).resolve().parent
 KERNEL_NAME = "course-grader-sandbox"
 KERNEL_BASE_MB = 1024  # Python, ipykernel, numpy and torch map about this much; --memory comes on top
-ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "TRITON_INTERPRET")
+ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Yet|Failed)\b(:|$)")
 
@@ -195,6 +195,7 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
         MKL_NUM_THREADS="1",
         MALLOC_ARENA_MAX="2",
         MPLBACKEND="Agg",
+        TRITON_INTERPRET="1",  # as in the workers (worker._fence): the sandbox cannot compile for a GPU
         COURSE_SANDBOX=json.dumps({"workdir": str(work), "deny": deny}),
     )
     _copy_font_cache(work / ".matplotlib", limits.user)

@@ -29,7 +29,7 @@ from . import limits, protocol, sandbox
 OUTPUT_LIMIT = 20_000  # characters of a cell's printed output kept for the feedback
 SUBSTITUTABLE = ("course_lib.", "numpy.", "torch.", "math.")
 ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX", "MPLBACKEND", "TRITON_INTERPRET")  # fmt: skip
+            "OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX", "MPLBACKEND")  # fmt: skip
 
 
 class CappedText:
@@ -280,6 +280,9 @@ def _fence(settings: dict, keep_fds: set[int]) -> None:
     env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
     env.update(HOME=workdir, TMPDIR=workdir, IPYTHONDIR=os.path.join(workdir, ".ipython"),
                MPLCONFIGDIR=os.path.join(workdir, ".matplotlib"))  # fmt: skip
+    # Student code runs Triton kernels in Triton's interpreter, even on a GPU machine: compiling
+    # for the GPU runs ptxas and loads the modules it builds, both refused by the sandbox.
+    env["TRITON_INTERPRET"] = "1"
     os.environ.clear()
     os.environ.update(env)
     import tempfile
