@@ -27,6 +27,17 @@ NOTEBOOK_RUNS_POINTS = 1
 ATOL = 1e-5
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The grader's own torch work runs on one thread. Its tensors are tiny, and a process whose OpenMP thread
+    pool has started hangs in any forked child that uses torch: the course's test suite grades solutions and
+    mutants in processes forked from the pytest process that runs these tests."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def as_tensor(value, what: str) -> torch.Tensor:
     """The student's result as a tensor, or a failed assertion saying what it was."""
     if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
