@@ -25,7 +25,7 @@ __all__ = [
     "check_multi_head_attention",
     "check_split_heads",
     "conversion_mistake",
-    "merge_mistake",
+    "merge_heads_mistake",
     "multi_head_mistake",
     "split_mistake",
 ]
@@ -118,15 +118,15 @@ def split_heads_reference(x: torch.Tensor, num_heads: int) -> np.ndarray:
 # -- task 2: merge_heads ---------------------------------------------------------------------
 
 
-def merge_mistake(x: torch.Tensor, got) -> str | None:
+def merge_heads_mistake(x: torch.Tensor, got) -> str | None:
     """Name the usual mistake behind ``merge_heads(x)`` returning ``got``, if one does."""
     try:
-        return _merge_mistake(x, got)
+        return _merge_heads_mistake(x, got)
     except (TypeError, ValueError, RuntimeError):
         return None
 
 
-def _merge_mistake(x, got) -> str | None:
+def _merge_heads_mistake(x, got) -> str | None:
     b, h, length, head_dim = x.shape
     if _same(got, x.reshape(b, length, h * head_dim)):
         return (
@@ -148,7 +148,7 @@ def check_merge_heads(merge_heads: Callable) -> None:
     hint = "transpose(1, 2) first, then reshape (view fails on the transposed tensor: it is not contiguous)"
     x = torch.randn(2, 2, 3, 4, generator=torch.Generator().manual_seed(20))  # (batch, heads, len, head_dim)
     got = c.array(c.call(merge_heads, x.clone(), hint=hint), "merge_heads(x)")
-    mistake = merge_mistake(x, torch.as_tensor(got))
+    mistake = merge_heads_mistake(x, torch.as_tensor(got))
     c.shape(got, (2, 3, 8), "merge_heads of (batch=2, heads=2, len=3, head_dim=4)",
             mistake or "(batch, len, num_heads * head_dim)")
     c.close(got, merge_heads_reference(x), "the merged heads", mistake or hint)
@@ -156,7 +156,7 @@ def check_merge_heads(merge_heads: Callable) -> None:
     x = split_heads(_numbered(1, 4, 8), 2).contiguous()  # len == head_dim == 4
     got = c.array(c.call(merge_heads, x.clone(), hint=hint), "merge_heads(x) with len == head_dim")
     c.close(got, _numbered(1, 4, 8).numpy(), "merge_heads(split_heads(x)) should give x back (len == head_dim == 4)",
-            merge_mistake(x, torch.as_tensor(got)) or hint)
+            merge_heads_mistake(x, torch.as_tensor(got)) or hint)
     c.done()
 
 

@@ -30,7 +30,7 @@ __all__ = [
     "check_online_softmax_update",
     "check_tiled_attention",
     "check_triton_attention",
-    "merge_mistake",
+    "merge_states_mistake",
     "padded_attention",
     "softmax_state",
     "tiled_mistake",
@@ -172,7 +172,7 @@ def update_mistake(m_i, l_i, acc, scores, values, result) -> str | None:
     return None
 
 
-def merge_mistake(a, b, result) -> str | None:
+def merge_states_mistake(a, b, result) -> str | None:
     """Name the usual mistake behind ``result``, the student's merge of states ``a`` and ``b``, if one does."""
     got = _as_triple(result)
     if got is None:
@@ -364,7 +364,7 @@ def check_merge_softmax_states(merge: Callable) -> None:
     v = torch.randn(7, 2, generator=g, dtype=torch.float64)
     a, b = softmax_state(s[:, :4], v[:4]), softmax_state(s[:, 4:], v[4:])
     got = c.call(merge, *a, *b)
-    hint = merge_mistake(a, b, got)
+    hint = merge_states_mistake(a, b, got)
     m, l_i, acc = _state_of(c, got, "merge_softmax_states")
     expected = softmax_state(s, v)
     c.close(m, expected[0], "m of the merged state (the joint max)", hint)
@@ -373,13 +373,13 @@ def check_merge_softmax_states(merge: Callable) -> None:
 
     empty = empty_state((3,), 2)
     got = c.call(merge, *a, *empty)
-    hint = merge_mistake(a, empty, got)
+    hint = merge_states_mistake(a, empty, got)
     merged = _state_of(c, got, "merge_softmax_states")
     c.finite(np.concatenate([merged[1], merged[2].ravel()]), "merging a state with an empty one", hint)
     c.close(merged[2], a[2], "acc after merging with an empty state (it should not change)", hint)
 
     got = c.call(merge, *empty, *empty)
-    hint = merge_mistake(empty, empty, got)
+    hint = merge_states_mistake(empty, empty, got)
     merged = _state_of(c, got, "merge_softmax_states")
     c.finite(np.concatenate([merged[1], merged[2].ravel()]), "merging two empty states (m = -inf)", hint)
     c.done()

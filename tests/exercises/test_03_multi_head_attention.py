@@ -18,7 +18,7 @@ import torch
 from course_lib import MultiHeadAttention
 from course_lib import merge_heads as reference_merge
 from course_lib import split_heads as reference_split
-from course_lib.checks import conversion_mistake, merge_mistake, multi_head_mistake, split_mistake
+from course_lib.checks import conversion_mistake, merge_heads_mistake, multi_head_mistake, split_mistake
 from course_lib.checks import describe as describe_value
 from course_lib.checks.ex03 import BIAS_KEYS, EXPECTED_KEYS, multi_head_reference, random_torch_mha
 from course_lib.grading import StudentRaised, substitute
@@ -159,7 +159,7 @@ class TestMergeHeads:
         got = merge(student, x)
         assert tuple(got.shape) == (3, 5, 8), (
             f"merge_heads of (batch=3, heads=2, len=5, head_dim=4) should be (batch, len, num_heads · head_dim) = "
-            f"(3, 5, 8), got {tuple(got.shape)}" + hint(merge_mistake(x, got))
+            f"(3, 5, 8), got {tuple(got.shape)}" + hint(merge_heads_mistake(x, got))
         )
 
     @pytest.mark.points(1)
@@ -169,7 +169,7 @@ class TestMergeHeads:
         heads = reference_split(x, 3).contiguous()
         got = merge(student, heads)
         assert close(got, x), (
-            "merge_heads(split_heads(x)) should give x back" + hint(merge_mistake(heads, got))
+            "merge_heads(split_heads(x)) should give x back" + hint(merge_heads_mistake(heads, got))
         )
 
     @pytest.mark.points(1)
@@ -180,7 +180,7 @@ class TestMergeHeads:
         got = merge(student, heads)
         assert close(got, tokens), (
             "row i of the merged tensor should hold token i's features from every head; yours mixes tokens"
-            + hint(merge_mistake(heads, got), ": transpose(1, 2), then reshape")
+            + hint(merge_heads_mistake(heads, got), ": transpose(1, 2), then reshape")
         )
 
     @pytest.mark.points(1)
@@ -194,7 +194,7 @@ class TestMergeHeads:
                 f"merge_heads of a {shape} tensor should put each token's heads side by side, "
                 + (f"shape {tuple(expected.shape)}, got {tuple(got.shape)}" if got.shape != expected.shape
                    else "but it gives wrong values")
-                + hint(merge_mistake(x, got))
+                + hint(merge_heads_mistake(x, got))
             )
 
 

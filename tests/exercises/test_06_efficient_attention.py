@@ -16,7 +16,7 @@ import torch
 
 from course_lib.checks import (
     describe,
-    merge_mistake,
+    merge_states_mistake,
     padded_attention,
     softmax_state,
     tiled_mistake,
@@ -241,7 +241,7 @@ class TestMergeStates:
         a, b = softmax_state(s[..., :5], v[..., :5, :]), softmax_state(s[..., 5:], v[..., 5:, :])
         got = merge(student, a, b)
         expected = softmax_state(s, v)
-        why = hint(merge_mistake(a, b, got))
+        why = hint(merge_states_mistake(a, b, got))
         assert close(got[1], expected[1]), "the merged l differs from the l of all the keys" + why
         assert close(got[2], expected[2]), "the merged acc differs from the acc of all the keys" + why
 
@@ -254,7 +254,7 @@ class TestMergeStates:
         a, b = softmax_state(s[:, :3], v[:3]), softmax_state(s[:, 3:], v[3:])
         got = merge(student, a, b)
         assert close(got[0], torch.maximum(a[0], b[0])), (
-            "the merged m should be the joint max, torch.maximum(m1, m2)" + hint(merge_mistake(a, b, got))
+            "the merged m should be the joint max, torch.maximum(m1, m2)" + hint(merge_states_mistake(a, b, got))
         )
 
     @pytest.mark.points(1)
@@ -268,7 +268,7 @@ class TestMergeStates:
         a, b = softmax_state(s[:, :4], v[:4]), softmax_state(s[:, 4:], v[4:])
         got = merge(student, a, b)
         expected = softmax_state(s, v)
-        why = hint(merge_mistake(a, b, got))
+        why = hint(merge_states_mistake(a, b, got))
         assert all(torch.isfinite(t).all() for t in got[1:]), (
             "states with maxima 600 and -600 merged into inf or NaN: rescale both to the joint max, "
             "so that every weight exp(m_i - m) is at most 1" + why
@@ -285,11 +285,11 @@ class TestMergeStates:
         for first, second, order in ((a, none, "a state with an empty one"), (none, a, "an empty state with a state")):
             got = merge(student, first, second)
             assert all(close(g, e) for g, e in zip(got, a)), (
-                f"merging {order} should give the non-empty state back" + hint(merge_mistake(first, second, got))
+                f"merging {order} should give the non-empty state back" + hint(merge_states_mistake(first, second, got))
             )
         got = merge(student, none, none)
         assert not any(torch.isnan(t).any() for t in got), (
-            "merging two empty states (m = -inf) gave NaN" + hint(merge_mistake(none, none, got))
+            "merging two empty states (m = -inf) gave NaN" + hint(merge_states_mistake(none, none, got))
         )
         assert (got[0] == NEG_INF).all() and (got[1] == 0).all() and (got[2] == 0).all(), (
             "two empty states should merge into an empty state: m = -inf, l = 0, acc = 0"
@@ -303,7 +303,7 @@ class TestMergeStates:
         expected = softmax_state(s, v)
         assert close(got[2], expected[2]), (
             "with as many query rows as value dimensions (len_q == d_v == 3), the merged acc is wrong"
-            + hint(merge_mistake(a, b, got))
+            + hint(merge_states_mistake(a, b, got))
         )
 
     @pytest.mark.points(1)
@@ -322,7 +322,7 @@ class TestMergeStates:
         expected = torch.softmax(scores, dim=-1) @ vals
         assert close(acc / l_i[..., None], expected), (
             "six partial states merged pairwise should give the attention over all 60 keys (acc / l): the merge "
-            "must be exact for any grouping" + hint(merge_mistake(*first_pair))
+            "must be exact for any grouping" + hint(merge_states_mistake(*first_pair))
         )
 
 
