@@ -129,8 +129,7 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     The counter sees the matrix products (two FLOPs per multiply-add, as the formulas of
     this module) and ignores elementwise work, so it checks the formulas exactly.
     """
-    # Imported here: torch.utils.flop_counter imports triton, and triton must not be imported
-    # before course_lib.efficient has chosen its interpreter (TRITON_INTERPRET) on a CPU.
+    # Imported here: torch.utils.flop_counter imports triton, which takes seconds.
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:

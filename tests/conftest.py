@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+import course_lib  # noqa: F401  (first: it switches Triton's interpreter on where CUDA is missing)
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

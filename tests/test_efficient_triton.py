@@ -128,18 +128,37 @@ def test_dispatch_and_errors():
             triton_flash.triton_attention(q.half(), k.half(), v.half())
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter runs only where CUDA is missing")
-def test_the_interpreter_works_whatever_course_lib_module_comes_first():
-    # Triton fixes its mode when it is first imported: a course_lib module imported before
-    # course_lib.efficient (the bench suites import complexity first) must not import it.
-    code = (
-        "import course_lib.complexity, course_lib.bench.efficient, torch\n"
-        "from course_lib.efficient import flash_attention\n"
-        "q = torch.randn(1, 1, 8, 16)\n"
-        "print(flash_attention(q, q, q, backend='triton').shape)\n"
-    )
+def _run_without_interpreter_variable(code: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+RUN_KERNEL = (
+    "from course_lib.efficient import flash_attention\n"
+    "q = torch.randn(1, 1, 8, 16)\n"
+    "print(flash_attention(q, q, q, backend='triton').shape)\n"
+)
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter runs only where CUDA is missing")
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import course_lib.complexity, course_lib.bench.efficient, torch",
+        # torch.utils.flop_counter imports triton: after course_lib, that is fine
+        "import course_lib, torch, torch.utils.flop_counter",
+    ],
+)
+def test_the_interpreter_works_whatever_is_imported_after_course_lib(first):
+    # Triton fixes its mode when it is first imported; importing course_lib chooses the interpreter.
+    done = _run_without_interpreter_variable(first + "\n" + RUN_KERNEL)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "torch.Size([1, 1, 8, 16])"
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter runs only where CUDA is missing")
+def test_triton_imported_before_course_lib_gives_a_clear_error():
+    done = _run_without_interpreter_variable("import torch, torch.utils.flop_counter\n" + RUN_KERNEL)
+    assert done.returncode != 0
+    assert "Triton was imported before its interpreter was switched on" in done.stderr, done.stderr[-2000:]

@@ -17,25 +17,21 @@ One function, four backends that give the same answer:
 bf16 or fp32; Triton installed) and SDPA otherwise.
 
 Without CUDA, Triton kernels run in Triton's interpreter (slow; for small inputs).
-The interpreter must be switched on before the kernel module is first imported, so
-this package sets ``TRITON_INTERPRET=1`` when CUDA is missing and the variable is
-unset, and imports ``triton_flash`` only when it is first used.
+The interpreter must be switched on before Triton is first imported, so
+``course_lib.device`` sets ``TRITON_INTERPRET=1`` when CUDA is missing and the variable
+is unset, and this package imports ``triton_flash`` only when it is first used.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 
 import torch
 import torch.nn.functional as F
 
-if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
-    os.environ["TRITON_INTERPRET"] = "1"
-
-from ..attention import scaled_dot_product_attention as _naive_attention  # noqa: E402
-from .common import (  # noqa: E402
+from ..attention import scaled_dot_product_attention as _naive_attention
+from .common import (
     TRITON_DTYPES,
     TRITON_HEAD_DIMS,
     Lengths,
@@ -44,7 +40,7 @@ from .common import (  # noqa: E402
     default_scale,
     kv_lens_from_padding_mask,
 )
-from .tiled import tiled_attention  # noqa: E402
+from .tiled import tiled_attention
 
 BACKENDS = ("auto", "triton", "tiled", "sdpa", "naive")
 
@@ -52,7 +48,7 @@ __all__ = ["BACKENDS", "attention_mask", "flash_attention", "kv_lens_from_paddin
 
 
 def __getattr__(name: str):
-    # ``course_lib.efficient.triton_flash`` is imported on first use, after TRITON_INTERPRET is set.
+    # ``course_lib.efficient.triton_flash`` is imported on first use: Triton is slow to import.
     if name == "triton_flash":
         return importlib.import_module(f"{__name__}.triton_flash")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,8 +25,8 @@ Scores are kept in base 2: ``exp(x) = exp2(x · log2 e)``, and ``exp2`` is the G
 native instruction. ``log2 e`` is folded into the scale.
 
 On a GPU the block sizes are autotuned. Without CUDA the kernels run in Triton's
-interpreter (``TRITON_INTERPRET=1``, set by ``course_lib.efficient`` before this
-module is imported) with small fixed blocks: slow, but it runs the same code.
+interpreter (``TRITON_INTERPRET=1``, set by ``course_lib.device`` when ``course_lib``
+is imported) with small fixed blocks: slow, but it runs the same code.
 """
 
 from __future__ import annotations
@@ -36,10 +36,19 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.jit import JITFunction
 
 from .common import TRITON_DTYPES, TRITON_HEAD_DIMS, Lengths, check_inputs, default_scale
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if INTERPRET and isinstance(tl.zeros, JITFunction):
+    # Triton was imported before TRITON_INTERPRET=1 was set, so its own library functions
+    # (tl.zeros, tl.max...) are compiled-only and every kernel would fail inside the interpreter.
+    raise ImportError(
+        "Triton was imported before its interpreter was switched on (TRITON_INTERPRET=1), so its "
+        "kernels cannot run on this CPU. Import course_lib before anything that imports triton "
+        "(torch.utils.flop_counter does), or restart the kernel and run `import course_lib` first."
+    )
 HEAD_DIMS = TRITON_HEAD_DIMS
 INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 32}  # fixed; the interpreter pays per operation, not per element
 
