@@ -526,7 +526,7 @@ def check_cached_cross_attention(cached_cross_attention: Callable) -> None:
         c.true(
             extra == {"k_proj": 0, "v_proj": 0},
             "step() should not project the source again: its keys and values are in the cache",
-            got=f"during 3 steps, k_proj ran {extra['k_proj']} times and v_proj {extra['v_proj']} times",
+            got=f"during 3 steps, k_proj ran {extra['k_proj']} more time(s) and v_proj {extra['v_proj']}",
             hint="project in __init__ only; step() uses self.key and self.value",
         )
     c.done()
