@@ -29,3 +29,19 @@ def test_attention_shapes_diagram_is_drawn_to_scale():
     for shape in ("(5 × 2)", "(2 × 3)", "(5 × 3)", "(3 × 4)", "(5 × 4)"):
         assert shape in labels
     plt.close(ax.figure)
+
+
+def test_encoder_decoder_diagram_says_each_layer_projects_its_own_keys_and_values():
+    ax = encoder_decoder_diagram()
+    label = next(t for t in texts(ax) if "every decoder" in t)
+    assert "each projects its" in label and "own K, V" in label
+    plt.close(ax.figure)
+
+
+def test_attention_shapes_diagram_counts_the_outlined_row_from_one():
+    ax = attention_shapes_diagram(row=1)
+    assert any("the second target token" in t for t in texts(ax))
+    plt.close(ax.figure)
+    ax = attention_shapes_diagram(row=0)
+    assert any("the first target token" in t for t in texts(ax))
+    plt.close(ax.figure)

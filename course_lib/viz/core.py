@@ -94,8 +94,13 @@ def head_grid(
     *,
     ncols: int = 4,
     title: str | None = None,
+    colorbar: bool = False,
 ) -> plt.Figure:
-    """One heatmap per head for ``(heads, len_q, len_k)`` weights, on a shared colour scale."""
+    """One heatmap per head for ``(heads, len_q, len_k)`` weights, on a shared colour scale.
+
+    ``colorbar=True`` adds one colour bar for all heads, so that values can be read off
+    (a uniform head, for example, is one flat colour whose level only the bar tells).
+    """
     w = as_numpy(weights)
     if w.ndim != 3:
         raise ValueError(f"head_grid draws (heads, len_q, len_k) weights, got shape {w.shape}")
@@ -125,4 +130,7 @@ def head_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if colorbar and heads:
+        # after tight_layout, which cannot place a bar shared by several axes
+        fig.colorbar(axes.flat[0].images[0], ax=list(axes.flat), fraction=0.025, pad=0.02, label="weight")
     return fig

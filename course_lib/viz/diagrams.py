@@ -107,7 +107,7 @@ def encoder_decoder_diagram(
     ax.text(
         (enc_x + dec_x) / 2,
         mem_y + 0.2,
-        "K, V: one row per source\ntoken, read by every\ndecoder layer",
+        "memory: one row per source\ntoken, read by every decoder\nlayer (each projects its\nown K, V from it)",
         fontsize=9,
         color=SOURCE_COLOR,
         ha="center",
@@ -127,6 +127,12 @@ def _matrix(ax: plt.Axes, x: float, y_top: float, colors: np.ndarray, cell: floa
     ax.text(x + cols * cell / 2, y_top - rows * cell - 0.15, label, ha="center", va="top", fontsize=9)
 
 
+def _ordinal(index: int) -> str:
+    """'first', 'second'... for a 0-based row index (the picture counts as a reader does)."""
+    words = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+    return words[index] if 0 <= index < len(words) else f"#{index + 1}"
+
+
 def attention_shapes_diagram(
     len_q: int = 5, len_k: int = 4, d: int = 3, d_v: int = 2, *, row: int = 1, ax: plt.Axes | None = None
 ) -> plt.Axes:
@@ -134,7 +140,8 @@ def attention_shapes_diagram(
 
     Queries (orange) come from the target, keys and values (blue) from the source. The
     weights are coloured by a real softmax of random scores, so each row sums to one.
-    Query ``row`` is outlined in every matrix that has one row per query.
+    Query ``row`` (0-based; the caption counts from one: row 1 is "the second") is outlined
+    in every matrix that has one row per query.
     """
     cell = 0.42
     rng = np.random.default_rng(0)
@@ -179,7 +186,7 @@ def attention_shapes_diagram(
     ax.text(
         0.0,
         0.3,
-        f"Outlined in red: target token {row} asks every source token, and gets one output row.",
+        f"Outlined in red: the {_ordinal(row)} target token asks every source token, and gets one output row.",
         fontsize=9,
         color="crimson",
     )
