@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
+# band_attention gathers the windows of this many numbers' worth of queries at a time (1 MiB in float32).
+_BAND_BLOCK = 1 << 18
 
 
 # --- the band: one definition, used by the mask and by the gather ------------------------
@@ -216,8 +218,10 @@ def band_attention(
 
     Equals ``scaled_dot_product_attention(query, key, value, band_mask(...))`` (tested in
     float64), but each query gathers its own ``W = global_tokens + width`` keys and values
-    into ``(batch, heads, len_q, W, head_dim)`` and scores only those: ``O(Lq·W·d)`` time
-    and memory, whatever ``len_k`` is.
+    into ``(batch, heads, len_q, W, head_dim)`` and scores only those: ``O(Lq·W·d)`` time,
+    whatever ``len_k`` is. Queries are processed in blocks, so the gathered windows of one
+    block (about a MiB) are the only scratch memory: ``O(Lq·d)`` extra memory for the output,
+    independent of ``len_k`` and ``width``.
 
     Args:
         query: ``(batch, heads, len_q, head_dim)``.
@@ -250,17 +254,31 @@ def band_attention(
         return (out.to(dtype), w.to(dtype)) if return_weights else out.to(dtype)
 
     index, allowed = band_indices(len_q, len_k, width, slope=slope, global_tokens=global_tokens, device=q.device)
-    flat = index.reshape(-1)
-    # The gather is the whole trick: (B, H, Lq·W, d) rows of K and V, no Lq × Lk anywhere.
-    k_win = k.index_select(-2, flat).view(batch, heads, len_q, n, head_dim)
-    v_win = v.index_select(-2, flat).view(batch, heads, len_q, n, v.shape[-1])
-    # One (1, d) @ (d, W) product per query: (B, H, Lq, 1, W) -> (B, H, Lq, W).
-    scores = (q.unsqueeze(-2) @ k_win.transpose(-2, -1)).squeeze(-2) * scale
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, flat].view(batch, 1, len_q, n)
-    scores = scores.masked_fill(~allowed, -math.inf)
-    weights = softmax(scores, axis=-1)  # all -inf rows -> zeros, not NaN
-    out = (weights.unsqueeze(-2) @ v_win).squeeze(-2)
+    out = q.new_empty(batch, heads, len_q, v.shape[-1])
+    weights = q.new_empty(batch, heads, len_q, n) if return_weights else None
+    # Queries go in blocks whose gathered windows hold about _BAND_BLOCK numbers. Gathering all
+    # of them at once would copy 2·Lq·W·d numbers into fresh memory on every call: the operating
+    # system then zeroes new pages (page faults), which cost more than the arithmetic and vary from
+    # call to call with the allocator's state. A fixed-size block is reused instead, stays in cache,
+    # and bounds the extra memory to the output plus one block.
+    block = max(1, _BAND_BLOCK // (batch * heads * n * max(head_dim, v.shape[-1])))
+    # (B·H, Lk, d): index_select on a 3-D tensor copies whole rows, several times faster than on 4-D.
+    k3, v3 = k.reshape(batch * heads, len_k, head_dim), v.reshape(batch * heads, len_k, v.shape[-1])
+    for lo in range(0, len_q, block):
+        hi = min(lo + block, len_q)
+        flat = index[lo:hi].reshape(-1)
+        # The gather is the whole trick: (B, H, block·W, d) rows of K and V, no Lq × Lk anywhere.
+        k_win = k3.index_select(1, flat).view(batch, heads, hi - lo, n, head_dim)
+        v_win = v3.index_select(1, flat).view(batch, heads, hi - lo, n, v.shape[-1])
+        # One (1, d) @ (d, W) product per query: (B, H, block, 1, W) -> (B, H, block, W).
+        scores = (q[:, :, lo:hi].unsqueeze(-2) @ k_win.transpose(-2, -1)).squeeze(-2) * scale
+        ok = allowed[lo:hi]
+        if key_mask is not None:
+            ok = ok & key_mask[:, flat].view(batch, 1, hi - lo, n)
+        w = softmax(scores.masked_fill(~ok, -math.inf), axis=-1)  # all -inf rows -> zeros, not NaN
+        out[:, :, lo:hi] = (w.unsqueeze(-2) @ v_win).squeeze(-2)
+        if weights is not None:
+            weights[:, :, lo:hi] = w
     if return_weights:
         return out.to(dtype), weights.to(dtype)
     return out.to(dtype)

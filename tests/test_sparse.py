@@ -152,6 +152,20 @@ def test_band_attention_equals_dense_attention_with_band_mask(b, h, lq, lk, d, d
     torch.testing.assert_close(out, scaled_dot_product_attention(q, k, v, mask), **tol(F64))
 
 
+@pytest.mark.parametrize("queries_per_block", [1, 3, 4])
+def test_band_attention_in_blocks_of_queries_equals_one_block(monkeypatch, queries_per_block):
+    # One query's windows hold batch·heads·W·max(d, dv) = 2·3·5·5 numbers; 10 queries in blocks of 1, 3 or 4.
+    import course_lib.sparse as sparse_module
+
+    q, k, v = qkv(2, 3, 10, 31, 4, 5)
+    key_mask = padding_mask(torch.tensor([31, 17]), 31)
+    whole = band_attention(q, k, v, 3, global_tokens=2, key_mask=key_mask, return_weights=True)
+    monkeypatch.setattr(sparse_module, "_BAND_BLOCK", queries_per_block * 2 * 3 * 5 * 5)
+    blocks = band_attention(q, k, v, 3, global_tokens=2, key_mask=key_mask, return_weights=True)
+    for a, b in zip(blocks, whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.integers(1, 3),
@@ -526,6 +540,14 @@ def test_band_memory_is_smaller_than_dense_for_a_long_source():
     band = measure(band_attention, q, k, v, 16, repeat=1, warmup=0).peak_bytes
     assert dense >= 2 * 256 * 4096 * 4 * 2  # at least scores and weights, (2, 256, 4096) fp32
     assert band < dense / 10
+
+
+def test_band_memory_is_bounded_by_the_output_plus_one_block_of_windows():
+    # 4096 queries x 16 keys x 64 dims would be 16 MiB per gathered K or V; the blocks keep it to ~1 MiB.
+    q, k, v = qkv(1, 1, 4096, 4096, 64, dtype=torch.float32)
+    band = measure(band_attention, q, k, v, 16, repeat=1, warmup=0).peak_bytes
+    output = 4096 * 64 * 4
+    assert band < output + 4 * 2**20
 
 
 def test_alignment_inputs_put_the_mass_in_the_band():

@@ -43,9 +43,21 @@ def test_attention_overlay_keeps_the_attended_patch_bright():
     assert shown.shape == (32, 32, 3)
     np.testing.assert_allclose(shown[8:16, 16:24], 0.8)  # attended: unchanged
     np.testing.assert_allclose(shown[0:8, 0:8], 0.8 * 0.25)  # unattended: dimmed to the floor
-    assert len(ax.patches) == 1  # the target patch is outlined
+    (outline,) = ax.collections  # the target patch is outlined: its four edges
+    assert len(outline.get_segments()) == 4
     with pytest.raises(ValueError, match="image must be"):
         attention_overlay(np.zeros((32, 32)), weights)
+
+
+def test_attention_overlay_outlines_the_union_of_neighbouring_targets():
+    targets = np.zeros(16, dtype=bool)
+    targets[[5, 6, 10]] = True  # an L of three patches: (1, 1), (1, 2) and (2, 2) on the 4×4 grid
+    ax = attention_overlay(np.full((3, 32, 32), 0.5), np.full(16, 1 / 16), targets=targets)
+    edges = {tuple(map(tuple, seg)) for seg in ax.collections[0].get_segments()}
+    assert len(edges) == 8  # the L's perimeter, 8 patch edges; the two shared edges are not drawn
+    shared = [((15.5, 7.5), (15.5, 15.5)), ((15.5, 15.5), (23.5, 15.5))]  # 5|6 and 6 over 10
+    assert not edges & set(shared)
+    assert ((7.5, 7.5), (15.5, 7.5)) in edges  # the top of patch 5
 
 
 def test_caption_attention_draws_one_panel_per_word():

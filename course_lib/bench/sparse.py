@@ -23,8 +23,9 @@ Rows (``method``):
   shows how far it is from softmax attention on the same inputs, not how well a trained
   linear model would do.
 
-Time and memory come from ``course_lib.complexity.measure``, as in lesson 05: the median
-of ``repeats`` calls by its ``clock``, and the peak memory allocated during one call above
+Time and memory come from ``course_lib.complexity.measure_in_turns``, as in lesson 05: the
+methods of one length are timed in ``repeats`` rounds of one call each, in a new order every
+round, and each reports the median of its calls by ``clock``, and the peak memory allocated during one call above
 what existed before it (the inputs are not counted). On the CPU that peak comes from the
 profiler's allocation events, so the scratch buffers a fused kernel such as ``sdpa``
 allocates inside itself are counted too; on CUDA from ``torch.cuda.max_memory_allocated``.
@@ -41,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import scaled_dot_product_attention
-from ..complexity import attention_flops, measure
+from ..complexity import attention_flops, measure_in_turns
 from ..device import default_device
 from ..sparse import (
     band_attention,
@@ -157,7 +158,7 @@ def sweep(
     Returns one row per (length, method): ``method, len_q, len_k, ms, MiB, GFLOP,
     rel_err`` (relative error ‖out − dense‖ / ‖dense‖; absent for ``latent``), and
     ``speedup`` and ``mem_ratio`` against ``dense`` at the same length. ``ms`` and ``MiB``
-    are ``complexity.measure``'s median time (by ``clock``: ``"wall"`` or ``"cpu"``, the
+    are ``complexity.measure_in_turns``'s median time (by ``clock``: ``"wall"`` or ``"cpu"``, the
     latter with one thread) and peak memory (NaN where the device has no counter).
     ``names`` picks the methods (all by default); ``dense`` is always measured, as the
     baseline.
@@ -169,15 +170,16 @@ def sweep(
         q, k, v = (t.to(device) for t in alignment_qkv(batch, heads, len_q, len_k, head_dim, generator=gen))
         latents = torch.randn(batch, heads, num_latents, head_dim, generator=gen).to(device)
         fns = methods(len_q, len_k, width=width, latents=latents)
-        reference = dense = None
-        for name in ["dense", *(n for n in names or fns if n != "dense")]:
-            call = partial(fns[name], q, k, v)
-            out = call()  # the output to compare with dense attention; also the warm-up
-            m = measure(call, repeat=repeats, warmup=0, device=device, clock=clock)
-            if name == "dense":
-                reference, dense = out, m
-                if names is not None and "dense" not in names:
-                    continue  # measured only as the baseline of the ratios
+        wanted = ["dense", *(n for n in names or fns if n != "dense")]  # dense is always the baseline
+        calls = {name: partial(fns[name], q, k, v) for name in wanted}
+        outs = {name: call() for name, call in calls.items()}  # to compare with dense; also a warm-up
+        # In turns: a burst of load, or the allocator's state, slows one call, not one method.
+        measured = measure_in_turns(calls, repeat=repeats, warmup=0, device=device, clock=clock)
+        reference, dense = outs["dense"], measured["dense"]
+        for name in wanted:
+            out, m = outs[name], measured[name]
+            if name == "dense" and names is not None and "dense" not in names:
+                continue  # measured only as the baseline of the ratios
             row = {
                 "method": name,
                 "len_q": len_q,

@@ -19,8 +19,12 @@ Like the Triton kernel, the scores are kept in base 2: ``exp(x) = exp2(x · log2
 with ``log2 e`` folded into the scale. On a CPU ``exp2`` is also cheaper than ``exp``,
 and the exponentials are a third of this function's time.
 
-Extra memory is ``O(len_q + len_k)`` per head: the running statistics, fp32 copies
-of half-precision inputs, and one ``(block_q, block_k)`` tile per head in flight.
+Extra memory is ``O(Lq·d)`` per head, independent of ``Lk``; ``O((Lq + Lk)·d)`` counting
+the inputs. The forward allocates the output and ``lse``, the running statistics of one
+block of queries, and one ``(block_q, block_k)`` tile of scores, reused for every block
+(a fixed size, at most ``TILE_ELEMENTS``). Half-precision inputs add fp32 copies of K
+and V, ``O(Lk·d)``: they are computed in fp32. The backward allocates the gradients,
+as large as the inputs, and two tiles.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from .core import as_numpy, heatmap
 
@@ -68,6 +68,27 @@ def _hwc(image: Any) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
+def _outline(mask: np.ndarray, ph: int, pw: int) -> list[list[tuple[float, float]]]:
+    """The border of the union of the True cells of a ``(rows, cols)`` grid, in pixel coordinates.
+
+    One segment per cell edge that separates a True cell from a False one (or from the outside):
+    two neighbouring target patches share no drawn edge, so the region gets a single outline.
+    """
+    inside = np.pad(mask, 1)  # False all around: edges on the image border are drawn
+    segments = []
+    for r, c in zip(*np.nonzero(mask)):
+        x0, y0, x1, y1 = c * pw - 0.5, r * ph - 0.5, (c + 1) * pw - 0.5, (r + 1) * ph - 0.5
+        if not inside[r, c + 1]:  # the cell above
+            segments.append([(x0, y0), (x1, y0)])
+        if not inside[r + 2, c + 1]:  # below
+            segments.append([(x0, y1), (x1, y1)])
+        if not inside[r + 1, c]:  # left
+            segments.append([(x0, y0), (x0, y1)])
+        if not inside[r + 1, c + 2]:  # right
+            segments.append([(x1, y0), (x1, y1)])
+    return segments
+
+
 def attention_overlay(
     image: Any,
     weights: Any,
@@ -86,7 +107,7 @@ def attention_overlay(
         image: ``(3, H, W)`` or ``(H, W, 3)`` in ``[0, 1]``.
         weights: ``(num_patches,)`` attention of one query (one head or an average).
         targets: optional ``(num_patches,)`` bool, patches outlined in white (e.g. the
-            shape the word names).
+            shape the word names); neighbouring patches share one outline.
         floor: brightness of an unattended patch.
     """
     img = _hwc(image)
@@ -102,9 +123,8 @@ def attention_overlay(
         _, ax = plt.subplots(figsize=(2.2, 2.2))
     ax.imshow(np.clip(img * light, 0.0, 1.0), interpolation="nearest")
     if targets is not None:
-        for p in np.flatnonzero(as_numpy(targets)):
-            r, c = divmod(int(p), gw)
-            ax.add_patch(Rectangle((c * pw - 0.5, r * ph - 0.5), pw, ph, fill=False, ec="white", lw=1.2, ls="--"))
+        segments = _outline(as_numpy(targets).reshape(gh, gw).astype(bool), ph, pw)
+        ax.add_collection(LineCollection(segments, colors="white", linewidths=1.2, linestyles="--"))
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
