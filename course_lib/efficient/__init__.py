@@ -9,7 +9,7 @@ One function, four backends that give the same answer:
   which builds the ``(len_q, len_k)`` weights;
 * ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``;
 * ``"tiled"``: ``course_lib.efficient.tiled``, the online softmax block by block in
-  PyTorch, ``O(len_q + len_k)`` extra memory per head;
+  PyTorch, ``O(len_q·d)`` extra memory per head, independent of ``len_k``;
 * ``"triton"``: ``course_lib.efficient.triton_flash``, a fused FlashAttention kernel
   (forward and backward) that skips the key blocks past each sequence's length.
 

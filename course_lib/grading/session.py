@@ -68,9 +68,14 @@ def _forget_forkserver() -> None:
 
     The parent's fork server is not this process's child, so multiprocessing could not check
     on it (``waitpid`` fails); forgetting it makes the first worker start a new one.
+    The child also computes on one thread: an OpenMP thread pool started by the parent
+    before the fork does not exist in the child, and using it can hang.
     """
     global _context
     _context = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     if server is None or getattr(server, "_forkserver_pid", None) is None:
         return
