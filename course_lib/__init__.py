@@ -8,6 +8,11 @@ The public API, imported by the notebooks and the exercises::
     key_padding_to_attn_mask
     MultiHeadAttention, KVCache, split_heads, merge_heads         # course_lib.multihead
     default_device                                                # course_lib.device
+
+Later lessons import their own modules: ``course_lib.complexity`` (05), ``course_lib.efficient``
+(06), ``course_lib.sparse`` (07), ``course_lib.data`` and ``course_lib.models`` (08-09),
+``course_lib.viz`` (figures and explorers), ``course_lib.checks`` and ``course_lib.grading``
+(exercises). Importing ``course_lib`` also chooses how Triton kernels run (``course_lib.device``).
 """
 
 from .attention import scaled_dot_product_attention, softmax
