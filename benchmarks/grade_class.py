@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,14 @@ def broken(path: Path, old: str, new: str) -> nbformat.NotebookNode:
     raise ValueError(f"{old!r} not found in {path.name}")
 
 
+def as_submitted(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A solution as a student submits it: with the exercise's metadata, which names the exercise."""
+    nb.metadata["course"] = nbformat.read(EXERCISE, as_version=4).metadata["course"]
+    return nb
+
+
 def make_class(folder: Path, students: int) -> dict[str, str]:
-    """Write the class's notebooks; return the expected kind of each."""
+    """Write the class's notebooks (named after the students); return the expected kind of each."""
     kinds = {}
     bad = {
         "not_started": nbformat.read(EXERCISE, as_version=4),
@@ -47,11 +52,12 @@ def make_class(folder: Path, students: int) -> dict[str, str]:
         "no_scale": broken(SOLUTION, "/ np.sqrt(d)  # (..., len_q, len_k)", "# (..., len_q, len_k)"),
         "top_level_error": broken(SOLUTION, "check_alignment(align)", "check_alignment(align)\nraise RuntimeError"),
     }
+    solved = as_submitted(nbformat.read(SOLUTION, as_version=4))
     for i in range(students - len(bad)):
-        shutil.copy(SOLUTION, folder / f"student{i + 1:02d}.ipynb")
+        nbformat.write(solved, folder / f"student{i + 1:02d}.ipynb")
         kinds[f"student{i + 1:02d}"] = "solution"
     for name, nb in bad.items():
-        nbformat.write(nb, folder / f"{name}.ipynb")
+        nbformat.write(as_submitted(nb), folder / f"{name}.ipynb")
         kinds[name] = name
     return kinds
 
