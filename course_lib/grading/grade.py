@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,13 @@ def grade_notebook(
     workroot: Path,
     *,
     missing: str = "no notebook was submitted for this exercise",
+    make_session: Callable[..., WorkerSession] = WorkerSession,
 ) -> ExerciseGrade:
-    """Grade the notebook at ``path`` (``None``: missing) with the hidden tests in ``test_file``."""
+    """Grade the notebook at ``path`` (``None``: missing) with the hidden tests in ``test_file``.
+
+    ``make_session`` is called like ``WorkerSession``; the course's own tests pass
+    ``Snapshot.session`` (``snapshot.py``) to grade many variants of one notebook quickly.
+    """
     title = test_file.stem.removeprefix("test_")
     folder = _folder(workroot, settings.limits, private=False)
     loaded, load_error = None, missing
@@ -98,7 +104,7 @@ def grade_notebook(
     if settings.run_notebook and loaded is not None:  # runs while the hidden tests do
         running = nbrun.start(loaded.notebook, folder / "nbval", settings.limits, settings.deny)
     workdir = _folder(folder, settings.limits, private=True)
-    session = WorkerSession(
+    session = make_session(
         loaded.cells if loaded else [], str(workdir), settings.limits, settings.deny, load_error=load_error
     )
     collector = Collector(session)

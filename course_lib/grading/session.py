@@ -347,7 +347,7 @@ class WorkerSession:
             self.reports = {}
             current = None
             try:
-                self._send(("run", self.cells, sorted(self.skipped)))
+                self._send(self._run_request())
                 while True:
                     message = self._receive(self.limits.timeout if current is not None else STARTUP_SECONDS)
                     if self.deadline is None:  # the grader's own start-up is not the student's time
@@ -382,6 +382,10 @@ class WorkerSession:
                 self.reports[index] = CellReport(stopped=reason)
             self.generation += 1
             return
+
+    def _run_request(self) -> tuple:
+        """What a fresh worker is asked to run: every code cell but the skipped ones."""
+        return ("run", self.cells, sorted(self.skipped))
 
     def _budget_message(self) -> str:
         return (

@@ -141,9 +141,10 @@ class Worker:
                     pass
         return None
 
-    def run_cells(self, cells: list[str], skip: set[int]) -> None:
-        for index, source in enumerate(cells):
-            if index in skip:
+    def run_cells(self, cells: list[str], skip: set[int], start: int = 0, stop: int | None = None) -> None:
+        """Run ``cells[start:stop]`` but those in ``skip`` (the cells before ``start`` already ran)."""
+        for index, source in enumerate(cells[:stop]):
+            if index < start or index in skip:
                 continue
             self.send(("cell", index))
             out = CappedText()
@@ -217,7 +218,7 @@ class Worker:
             message = protocol.loads(data, self.lookup)
             op, args = message[0], message[1:]
             if op == "run":
-                self.run_cells(args[0], set(args[1]))
+                self.run_cells(args[0], set(args[1]), *args[2:])
                 continue
             out = CappedText(2000)
             sys.stdout = sys.stderr = out
@@ -263,8 +264,12 @@ def _die_with_parent() -> None:
             pass
 
 
-def _fence(settings: dict, keep_fds: set[int]) -> None:
-    """Everything that must happen before the first line of student code."""
+def _fence(settings: dict, keep_fds: set[int], *, set_limits: bool = True) -> None:
+    """Everything that must happen before the first line of student code.
+
+    ``set_limits=False`` is for a process forked from a fenced one (``snapshot.py``): it
+    inherits the limits, which were set before its parent ran any cell.
+    """
     workdir = settings["workdir"]
     os.setsid()  # own process group: the grader kills the whole group
     _close_fds(keep_fds)
@@ -291,6 +296,8 @@ def _fence(settings: dict, keep_fds: set[int]) -> None:
     os.chdir(workdir)
     deny = [os.path.realpath(p) for p in settings["deny"]]
     sys.path[:] = [p for p in sys.path if not any(_under(os.path.realpath(p or "."), d) for d in deny)]
+    if not set_limits:
+        return
     limits.apply(
         address_space=limits.current_address_space() + settings["memory_mb"] * 2**20,
         cpu=int(settings["cpu_seconds"]),

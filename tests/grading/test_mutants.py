@@ -4,24 +4,40 @@ For every exercise NN with ``tests/exercises/mutants_NN_*.py``, each mutant repl
 solution region of one task in ``solutions/NN_*.ipynb`` (see ``docs/authoring.md``). The
 mutant must fail at least one of the tests it names, and keep full marks on every other
 task: one mistake costs only its own task's points.
+
+Each mutant is graded by ``grade_notebook`` itself: its notebook file is read by the
+grader, the hidden-test file runs in ``pytest.main`` with the grader's plugin, and the
+``student`` proxy talks to a fenced, sandboxed worker process. Only how that worker
+starts differs, to save the seconds of running every notebook from the top: a
+``Snapshot`` (``course_lib/grading/snapshot.py``) runs the solution's code cells once and
+forks each mutant's worker at the mutant's first changed cell, in the state a fresh
+worker would have reached there; the worker then runs the mutant's remaining cells.
+One control per exercise (the solution with a comment added to its last task, so forked
+after the most cells) must get full marks through the same path, and so must fail the
+mutant check: the check can fail.
 """
 
 import concurrent.futures as futures
+import gc
 import importlib.util
 import multiprocessing
 import tempfile
 import textwrap
+import traceback
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from course_lib.grading import notebook as nbload
 from course_lib.grading.build import BEGIN_SOLUTION, END_SOLUTION
 from course_lib.grading.grade import ExerciseGrade, Settings, grade_notebook
 from course_lib.grading.plugin import deny_paths
+from course_lib.grading.snapshot import Snapshot, first_difference
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_TESTS = ROOT / "tests" / "exercises"
+CONTROL = "(control) the solution, unchanged but for a comment"
 
 
 def _mutants() -> dict[str, tuple]:
@@ -38,54 +54,139 @@ def _mutants() -> dict[str, tuple]:
 
 
 MUTANTS = _mutants()
+NUMBERS = sorted({number for number, *_ in MUTANTS.values()})
+
+
+def solution_of(number: str) -> Path:
+    return next((ROOT / "solutions").glob(f"{number}_*.ipynb"))
+
+
+def hidden_tests_of(number: str) -> Path:
+    return next(EXERCISE_TESTS.glob(f"test_{number}_*.py"))
+
+
+def _task_cell(nb: nbformat.NotebookNode, task: str, name: str) -> nbformat.NotebookNode:
+    cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == task]
+    assert len(cells) == 1, f"no cell with grade_id {task!r} in {name}"
+    return cells[0]
+
+
+def _region(lines: list[str]) -> tuple[int, int]:
+    begin = next(i for i, ln in enumerate(lines) if ln.strip() == BEGIN_SOLUTION)
+    return begin, next(i for i in range(begin, len(lines)) if lines[i].strip() == END_SOLUTION)
 
 
 def mutate(solution: Path, task: str, code: str, target: Path) -> None:
     """Write ``solution`` with the solution region of the cell ``task`` replaced by ``code``."""
     nb = nbformat.read(solution, as_version=4)
-    cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == task]
-    assert len(cells) == 1, f"no cell with grade_id {task!r} in {solution.name}"
-    lines = cells[0].source.splitlines()
-    begin = next(i for i, ln in enumerate(lines) if ln.strip() == BEGIN_SOLUTION)
-    end = next(i for i, ln in enumerate(lines) if ln.strip() == END_SOLUTION)
+    cell = _task_cell(nb, task, solution.name)
+    lines = cell.source.splitlines()
+    begin, end = _region(lines)
     indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
     body = textwrap.indent(textwrap.dedent(code).strip("\n"), indent).splitlines()
-    cells[0].source = "\n".join(lines[:begin] + body + lines[end + 1 :])
+    cell.source = "\n".join(lines[:begin] + body + lines[end + 1 :])
     nbformat.write(nb, target)
 
 
-def grade_mutant(job: tuple) -> ExerciseGrade:
-    key, folder = job
-    number, task, code, _ = MUTANTS[key]
-    solution = next((ROOT / "solutions").glob(f"{number}_*.ipynb"))
-    work = Path(tempfile.mkdtemp(dir=folder))
-    mutate(solution, task, code, work / solution.name)
-    test_file = next(EXERCISE_TESTS.glob(f"test_{number}_*.py"))
+def control_of(number: str) -> tuple:
+    """A mutant entry that is no mistake: the last task's own solution, plus a comment."""
+    nb = nbformat.read(solution_of(number), as_version=4)
+    cell = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")][-1]
+    lines = cell.source.splitlines()
+    begin, end = _region(lines)
+    code = textwrap.dedent("\n".join(lines[begin + 1 : end])) + "\n# the solution, unchanged"
+    return number, cell.metadata.nbgrader.grade_id, code, []
+
+
+CONTROLS = {f"{number}: {CONTROL}": control_of(number) for number in NUMBERS}
+
+
+def grade_exercise(job: tuple) -> dict[str, ExerciseGrade | str]:
+    """Grade the entries ``keys`` of one exercise, each worker forked from one snapshot.
+
+    Returns each key's grade, or the traceback that stopped this exercise's grading.
+    """
+    number, keys, folder = job
+    gc.freeze()  # pytest collects garbage after each session: not torch's objects again and again
+    entries = {**MUTANTS, **CONTROLS}
+    solution, test_file = solution_of(number), hidden_tests_of(number)
     settings = Settings(deny=deny_paths(test_file), run_notebook=False)
-    return grade_notebook(work / solution.name, test_file, settings, work)
+    cells = nbload.load(solution).cells
+    variants = []
+    for key in keys:
+        work = Path(tempfile.mkdtemp(dir=folder))
+        _, task, code, _ = entries[key]
+        mutate(solution, task, code, work / solution.name)
+        variants.append((first_difference(cells, nbload.load(work / solution.name).cells), key, work))
+    graded: dict[str, ExerciseGrade | str] = {}
+    snapshot = Snapshot(cells, tempfile.mkdtemp(dir=folder), settings.limits, settings.deny)
+    try:
+        for _, key, work in sorted(variants):  # the snapshot only moves forward
+            notebook = work / solution.name
+            graded[key] = grade_notebook(notebook, test_file, settings, work, make_session=snapshot.session)
+    except Exception:
+        error = traceback.format_exc()
+        graded.update({key: error for key in keys if key not in graded})
+    finally:
+        snapshot.close()
+    return graded
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Every mutant graded, two at a time (each grading process forks its own workers)."""
+def graded(tmp_path_factory) -> dict[str, ExerciseGrade | str]:
+    """Every mutant and control graded, one exercise per process, two processes at a time."""
     folder = tmp_path_factory.mktemp("mutants")
+    entries = {**MUTANTS, **CONTROLS}
+    by_exercise = {n: [k for k, entry in entries.items() if entry[0] == n] for n in NUMBERS}
+    jobs = [(n, keys, folder) for n, keys in sorted(by_exercise.items(), key=lambda item: -len(item[1]))]
+    results = {}
     with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-        return dict(zip(MUTANTS, pool.map(grade_mutant, [(key, folder) for key in MUTANTS])))
+        for grades in pool.map(grade_exercise, jobs):
+            results.update(grades)
+    return results
+
+
+def problems(result: ExerciseGrade | str, task: str, caught_by: list[str]) -> list[str]:
+    """Why ``result`` does not show a mistake in ``task`` caught by ``caught_by`` alone (empty: it does)."""
+    if isinstance(result, str):
+        return [f"grading stopped:\n{result}"]
+    if result.status not in ("graded", "timeout") or result.internal_error is not None:
+        return [f"grading failed ({result.status}): {result.internal_error}\n{result.log}"]
+    if "SnapshotError" in result.log:
+        return [f"the snapshot failed during grading:\n{result.log}"]
+    found = []
+    failed = {r.nodeid.split("::")[-1].split("[")[0]: r for r in result.results if r.outcome != "passed"}
+    if not failed:
+        found.append(f"no hidden test caught this mutant of {task}")
+    elif not set(caught_by) & set(failed):
+        found.append(f"expected {caught_by} to fail, but only {sorted(failed)} did")
+    others = [(r.task, r.name) for r in result.results if r.task != task and r.outcome != "passed"]
+    if others:
+        found.append(f"a mistake in {task} also cost points elsewhere: {others}")
+    found += [f"failed without real feedback: {r}" for r in failed.values()
+              if not r.message or "hidden check failed" in r.message]  # fmt: skip
+    return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(MUTANTS))
 def test_each_mutant_loses_points_where_it_should(graded, key):
     _, task, _, caught_by = MUTANTS[key]
+    found = problems(graded[key], task, caught_by)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(CONTROLS))
+def test_the_control_keeps_full_marks_and_fails_the_mutant_check(graded, key):
+    """Graded through the same snapshot, the unchanged solution gets every point: a mutant that changes
+    nothing would fail ``test_each_mutant_loses_points_where_it_should``."""
+    _, task, _, _ = CONTROLS[key]
     result = graded[key]
-    assert result.status in ("graded", "timeout") and result.internal_error is None, result.log
-    failed = {r.nodeid.split("::")[-1].split("[")[0]: r for r in result.results if r.outcome != "passed"}
-    assert failed, f"no hidden test caught this mutant of {task}"
-    assert set(caught_by) & set(failed), f"expected {caught_by} to fail, but only {sorted(failed)} did"
-    others = [r for r in result.results if r.task != task and r.outcome != "passed"]
-    assert not others, f"a mistake in {task} also cost points elsewhere: {[(r.task, r.name) for r in others]}"
-    for r in failed.values():
-        assert r.message and "hidden check failed" not in r.message, r
+    assert not isinstance(result, str), result
+    lost = [(r.name, r.message) for r in result.results if r.outcome != "passed"]
+    assert not lost and result.score == result.max_score > 0 and result.status == "graded", lost
+    assert problems(result, task, ["test_anything"]) == [f"no hidden test caught this mutant of {task}"]
 
 
 def test_every_mutant_file_has_its_solution():
