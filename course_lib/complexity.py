@@ -291,11 +291,14 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, i
     """``fn(*args)`` and the high-water mark of CPU tensor memory during it, from the profiler.
 
     The CPU has no ``max_memory_allocated``. PyTorch's allocator reports every
-    allocation (+bytes) and every free (-bytes) to the profiler; summing those
-    events in time order gives the memory in use after each event, and its maximum
-    is the peak. A temporary that is freed before ``fn`` returns is seen, which
-    the process's resident size would blur. Memory that libraries allocate behind
-    PyTorch's back (e.g. BLAS scratch buffers) is not counted.
+    allocation (+bytes) and every free (-bytes) to the profiler, with its address;
+    summing those events in time order gives the memory in use after each event, and
+    its maximum is the peak. A temporary that is freed before ``fn`` returns is seen,
+    which the process's resident size would blur. Only frees of blocks allocated
+    during the call are subtracted: a tensor that existed before the call and dies in
+    it (its size is known when an earlier measurement allocated it) would otherwise
+    pull the count below zero and hide part of the peak. Memory that libraries
+    allocate behind PyTorch's back (e.g. BLAS scratch buffers) is not counted.
     """
     # Kineto prints a line on every profiler start and stop below level 6 (a notebook shows
     # them). It reads the variable when the process first starts a profiler; a value the user
@@ -303,10 +306,24 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, i
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.autograd.profiler.profile(profile_memory=True) as prof:
         result = fn(*args)
-    events = [e for e in prof.kineto_results.events() if e.name() == "[memory]" and e.device_type().name == "CPU"]
+    events = []  # (time, address, bytes) of every CPU allocation (+) and free (-)
+    stack = list(prof.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        fields = node.extra_fields
+        if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == "cpu":
+            events.append((node.start_time_ns, fields.ptr, fields.alloc_size))
+    live: set[int] = set()  # addresses of blocks allocated during the call and not yet freed
     in_use = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        in_use += e.nbytes()  # positive for an allocation, negative for a free
+    for _, ptr, nbytes in sorted(events, key=lambda e: e[0]):
+        if nbytes > 0:
+            live.add(ptr)
+        elif ptr in live:
+            live.discard(ptr)
+        else:
+            continue  # allocated before the call: not part of its peak
+        in_use += nbytes
         peak = max(peak, in_use)
     return result, peak
 
@@ -322,8 +339,7 @@ def peak_memory(fn: Callable[..., Any], *args: Any, device: str | torch.device |
     events (``_cpu_peak_bytes``). Other devices have no honest counter: ``None``.
 
     On the CPU a tensor allocated before the call and freed during it is not
-    subtracted (the profiler never saw its size), so the peak can only be
-    overestimated there. A backward pass frees the tensors its forward saved: call
+    subtracted, so the peak can only be overestimated there. A backward pass frees the tensors its forward saved: call
     ``backward(retain_graph=True)`` to measure it the same way on every device.
 
     Args:
