@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
+# Test processes at a time (pytest-xdist); JOBS=0 runs everything in this process.
+JOBS ?= 2
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
 .PHONY: install lab test lint check-exercises test-lib test-notebooks notebooks exercises bench clean
@@ -31,12 +33,15 @@ lint: $(STAMP)
 check-exercises: $(STAMP)
 	$(BIN)/python -m course_lib.grading.build --check
 
-# library, grader and hidden-test suites; GPU tests run on a GPU machine (benchmarks/gpu_check.sh)
+# library, grader and hidden-test suites; GPU tests run on a GPU machine (benchmarks/gpu_check.sh).
+# The slow grading tests run alone: they grade two notebooks at a time themselves.
 test-lib: $(STAMP)
-	$(PYTEST) -q -m "not gpu" tests
+	$(PYTEST) -q -n $(JOBS) -m "not gpu and not slow" tests
+	$(PYTEST) -q -m "not gpu and slow" tests
 
+# One kernel per notebook, JOBS notebooks at a time; a notebook's cells stay in order on one worker.
 test-notebooks: $(STAMP)
-	$(PYTEST) -q $(NBVAL) notebooks solutions
+	$(PYTEST) -q -n $(JOBS) --dist loadscope $(NBVAL) notebooks solutions
 
 # Re-run every lesson and solution in a fresh kernel and store its outputs (authors only).
 notebooks: $(STAMP)
