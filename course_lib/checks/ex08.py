@@ -334,6 +334,12 @@ def tiny_translation_model(
     model = translation_model(
         src_vocab, tgt_vocab, d_model=16, num_heads=2, num_layers=num_layers, d_ff=32, max_len=max_len, seed=seed
     )
+    return sharpened_output(model, eos_bias)
+
+
+def sharpened_output(model: EncoderDecoder, eos_bias: float) -> EncoderDecoder:
+    """``model`` in eval mode, its output layer's weight ×8 and its bias cleared but for
+    ``<eos>`` (``eos_bias``), ``<pad>`` and ``<bos>`` (-20: never chosen)."""
     with torch.no_grad():
         model.decoder.out.weight.mul_(8.0)
         model.decoder.out.bias.zero_()

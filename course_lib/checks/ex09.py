@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import BOS, EOS, PAD, patchify
+from ..data import EOS, patchify
 from ..models import EncoderDecoder, captioning_model, greedy_decode
 from ._common import Check, describe
+from .ex08 import sharpened_output
 
 __all__ = [
     "check_attention_on_object",
@@ -341,12 +342,7 @@ def tiny_captioning_model(
     model = captioning_model(
         patch_dim, num_patches, vocab, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_len=12, seed=seed
     )
-    with torch.no_grad():
-        model.decoder.out.weight.mul_(8.0)
-        model.decoder.out.bias.zero_()
-        model.decoder.out.bias[PAD] = model.decoder.out.bias[BOS] = -20.0
-        model.decoder.out.bias[EOS] = eos_bias
-    return model.eval()
+    return sharpened_output(model, eos_bias)
 
 
 def _caption_maps(
