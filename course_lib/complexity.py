@@ -316,7 +316,7 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, i
             events.append((node.start_time_ns, fields.ptr, fields.alloc_size))
     live: set[int] = set()  # addresses of blocks allocated during the call and not yet freed
     in_use = peak = 0
-    for _, ptr, nbytes in sorted(events, key=lambda e: e[0]):
+    for _, ptr, nbytes in sorted(events, key=lambda e: (e[0], e[2] > 0)):  # at a tie, an address is freed first
         if nbytes > 0:
             live.add(ptr)
         elif ptr in live:
