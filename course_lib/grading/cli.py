@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .grade import Settings, StudentGrade, grade_student
+from .grade import ExerciseGrade, Settings, StudentGrade, grade_student
 from .notebook import exercise_of
 from .session import Limits, warm_up
 
@@ -68,32 +68,41 @@ def discover(paths: list[Path], skip: tuple[Path, ...] = ()) -> tuple[list[tuple
                 found.append((entry.stem, [entry]))
             else:
                 warnings.append(f"ignored {entry} (not a notebook nor a folder)")
-    students, seen = [], {}
+    students, taken = [], set()  # taken: output folder names (report.safe_name), in lower case
     for student, notebooks in found:
-        seen[student] = seen.get(student, 0) + 1
-        if seen[student] > 1:
-            warnings.append(f"two submissions are named {student!r}; the second is graded as {student}-{seen[student]}")
-            student = f"{student}-{seen[student]}"
-        students.append((student, notebooks))
+        name, n = student, 1
+        while report.safe_name(name).lower() in taken:  # same id, or same folder on disk
+            n += 1
+            name = f"{student}-{n}"
+        if name != student:
+            warnings.append(f"two submissions would share the name {student!r}; this one is graded as {name}")
+        taken.add(report.safe_name(name).lower())
+        students.append((name, notebooks))
     return students, warnings
 
 
 def match(notebooks: list[Path], keys: dict[str, str]) -> tuple[dict[str, Path], list[str]]:
-    """Each exercise's notebook (the newest when there are several) and notes for the student."""
-    chosen: dict[str, list[Path]] = {}
+    """Each exercise's notebook and notes for the student.
+
+    Of several notebooks for one exercise, one that names it (by file name or metadata)
+    comes before one matched only because a single exercise is graded; then the newest
+    (latest modification time) is graded, the first by name on a tie.
+    """
+    chosen: dict[str, list[tuple[bool, Path]]] = {}
     notes = []
     for path in notebooks:
-        number = exercise_of(path, keys)
+        named = exercise_of(path, keys, fallback=False)
+        number = named or exercise_of(path, keys)
         if number is None:
             notes.append(f"{path.name} matches no exercise ({', '.join(keys.values())}); it was not graded")
         else:
-            chosen.setdefault(number, []).append(path)
+            chosen.setdefault(number, []).append((named is not None, path))
     result = {}
-    for number, paths in chosen.items():
-        paths.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        result[number] = paths[0]
-        if len(paths) > 1:
-            notes.append(f"several notebooks for {keys[number]}; graded the newest, {paths[0].name}")
+    for number, found in chosen.items():
+        found.sort(key=lambda item: (not item[0], -item[1].stat().st_mtime, item[1].name))
+        result[number] = found[0][1]
+        if len(found) > 1:
+            notes.append(f"several notebooks for {keys[number]}; graded {found[0][1].name}")
     if not notebooks:
         notes.append("no notebook (.ipynb) was found in the submission")
     return result, notes
@@ -144,9 +153,22 @@ def private_paths() -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
+GRADER_FAILED = "the grader failed on this submission, not because of it: grade it again (see grader.log)"
+
+
 def _grade_one(job: tuple) -> StudentGrade:
     student, notebooks, test_files, settings, workroot, notes = job
     return grade_student(student, notebooks, test_files, settings, workroot, notes)
+
+
+def _not_graded(job: tuple, error: str) -> StudentGrade:
+    """The row of a student whose grading failed: status error, no points, a note to grade again."""
+    student, notebooks, test_files, _, _, notes = job
+    exercises = [
+        ExerciseGrade(number, path.stem.removeprefix("test_"), None, [], status="error", log=error)
+        for number, path in sorted(test_files.items())
+    ]
+    return StudentGrade(student, exercises, [GRADER_FAILED, *notes])
 
 
 def _progress(total: int):
@@ -163,6 +185,14 @@ def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade
     grades, failures = [], []
     bar = _progress(len(jobs_list))
 
+    def failed(job: tuple, err: Exception) -> None:  # the grader failed, not the student
+        error = f"{job[0]}: the grading process failed: {type(err).__name__}: {err}"
+        failures.append(error)
+        grades.append(grade := _not_graded(job, error))
+        report.write_student(grade, out)
+        if bar is not None:
+            bar.update(1)
+
     def done(grade: StudentGrade) -> None:
         grades.append(grade)
         report.write_student(grade, out)
@@ -175,19 +205,23 @@ def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade
     if jobs <= 1:
         warm_up()
         for job in jobs_list:
-            done(_grade_one(job))
+            try:
+                grade = _grade_one(job)
+            except Exception as err:
+                failed(job, err)
+            else:
+                done(grade)
     else:
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm_up) as pool:
             pending = {pool.submit(_grade_one, job): job for job in jobs_list}
             for future in futures.as_completed(pending):
                 try:
-                    done(future.result())
-                except Exception as err:  # the grading process died: the grader failed, not the student
-                    job = pending[future]
-                    failures.append(f"{job[0]}: the grading process failed: {type(err).__name__}: {err}")
-                    if bar is not None:
-                        bar.update(1)
+                    grade = future.result()
+                except Exception as err:  # the grading process died
+                    failed(pending[future], err)
+                else:
+                    done(grade)
     if bar is not None:
         bar.close()
     return grades, failures

@@ -91,17 +91,18 @@ def load(path: Path) -> Loaded:
     return parse(text, path.name)
 
 
-def exercise_of(path: Path, keys: dict[str, str]) -> str | None:
-    """Which exercise a notebook file is: by its ``NN_`` prefix, else by its metadata.
+def exercise_of(path: Path, keys: dict[str, str], *, fallback: bool = True) -> str | None:
+    """Which exercise a notebook file is: by its ``NN_`` prefix or name, else by its metadata.
 
     ``keys`` maps exercise numbers to names, e.g. ``{"01": "01_attention_from_the_formula"}``.
     A file named after the student (``alice.ipynb``) is matched through the metadata that
     ``course-build-exercises`` writes into every exercise notebook, or, when only one
-    exercise is graded, to that one.
+    exercise is graded and ``fallback`` is true, to that one, unless its name or metadata
+    say it is another exercise.
     """
     match = re.match(r"(\d\d)_", path.name)
-    if match and match.group(1) in keys:
-        return match.group(1)
+    if match:
+        return match.group(1) if match.group(1) in keys else None
     for number, name in keys.items():
         if name in path.stem:
             return number
@@ -111,8 +112,8 @@ def exercise_of(path: Path, keys: dict[str, str]) -> str | None:
     except (ValueError, AttributeError, OSError):
         stem = ""
     match = re.match(r"(\d\d)_", stem if isinstance(stem, str) else "")
-    if match and match.group(1) in keys:
-        return match.group(1)
-    if len(keys) == 1:
+    if match:
+        return match.group(1) if match.group(1) in keys else None
+    if fallback and len(keys) == 1:
         return next(iter(keys))
     return None
