@@ -94,9 +94,9 @@ class Check:
             ) from None
         except Exception as err:
             shown = "; ".join(describe(a, sums=False) for a in args)
-            err.add_note(f"(raised by {self.task} while the self-check called it on: {shown})")
+            _add_note(err, f"(raised by {self.task} while the self-check called it on: {shown})")
             if hint:
-                err.add_note(f"hint: {hint}")
+                _add_note(err, f"hint: {hint}")
             raise
 
     def array(self, value: Any, what: str) -> np.ndarray:
@@ -143,3 +143,11 @@ class Check:
 
     def done(self) -> None:
         print(f"✅ {self.task}: all {self.count} checks passed.")
+
+
+def _add_note(err: BaseException, note: str) -> None:
+    """``err.add_note(note)``; Python 3.10 has no ``add_note``, and shows no notes."""
+    if hasattr(err, "add_note"):
+        err.add_note(note)
+    else:
+        err.__notes__ = [*getattr(err, "__notes__", []), note]
