@@ -339,8 +339,9 @@ def peak_memory(fn: Callable[..., Any], *args: Any, device: str | torch.device |
     events (``_cpu_peak_bytes``). Other devices have no honest counter: ``None``.
 
     On the CPU a tensor allocated before the call and freed during it is not
-    subtracted, so the peak can only be overestimated there. A backward pass frees the tensors its forward saved: call
-    ``backward(retain_graph=True)`` to measure it the same way on every device.
+    subtracted, so the peak can only be overestimated there. A backward pass frees
+    the tensors its forward saved: call ``backward(retain_graph=True)`` to measure it
+    the same way on every device.
 
     Args:
         fn: the callable; ``*args`` are passed to it.

@@ -163,7 +163,7 @@ def _grade_one(job: tuple) -> StudentGrade:
 
 def _not_graded(job: tuple, error: str) -> StudentGrade:
     """The row of a student whose grading failed: status error, no points, a note to grade again."""
-    student, notebooks, test_files, _, _, notes = job
+    student, _, test_files, _, _, notes = job
     exercises = [
         ExerciseGrade(number, path.stem.removeprefix("test_"), None, [], status="error", log=error)
         for number, path in sorted(test_files.items())
@@ -188,10 +188,7 @@ def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade
     def failed(job: tuple, err: Exception) -> None:  # the grader failed, not the student
         error = f"{job[0]}: the grading process failed: {type(err).__name__}: {err}"
         failures.append(error)
-        grades.append(grade := _not_graded(job, error))
-        report.write_student(grade, out)
-        if bar is not None:
-            bar.update(1)
+        done(_not_graded(job, error))
 
     def done(grade: StudentGrade) -> None:
         grades.append(grade)
