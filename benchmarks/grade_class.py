@@ -5,7 +5,7 @@
 Each measurement runs ``python -m course_lib.grading`` as a teacher would, start-up
 included. The class is copies of ``solutions/01_attention_from_the_formula.ipynb`` plus a
 few broken submissions (the generated exercise, a syntax error, a wrong task, an exception
-at the top level). Targets (COURSE_DESIGN § 6): one submission under 15 s, a class of 30
+at the top level). Targets (docs/design.md § 6): one submission under 15 s, a class of 30
 under 3 minutes with ``--jobs 2``. The load average is printed too: on a shared machine the
 times depend on what else runs.
 """

@@ -7,7 +7,7 @@ from the sequence that is being read (an encoder), so ``len_q`` and ``len_k`` ma
 differ. Both functions accept numpy arrays and torch tensors and return the same
 kind of object, in the same dtype, as they were given.
 
-Conventions (COURSE_DESIGN § 3):
+Conventions (docs/design.md § 3):
 
 * a boolean mask means True = may attend, as in
   ``torch.nn.functional.scaled_dot_product_attention``;

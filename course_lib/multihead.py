@@ -5,7 +5,7 @@ Cross-attention is self-attention whose keys and values come from another
 sequence. The only differences in code are where ``k`` and ``v`` are projected from,
 and that the context may have its own width ``d_context`` and length ``len_k``.
 
-Shapes (batch-first, COURSE_DESIGN § 3):
+Shapes (batch-first, docs/design.md § 3):
 
 * ``x``: ``(batch, len_q, d_model)``, the sequence that asks (e.g. the decoder);
 * ``context``: ``(batch, len_k, d_context)``, the sequence that is read (the encoder);

@@ -21,7 +21,7 @@ Band and block-sparse attention compute *exactly* dense attention under a mask. 
 and linear attention are *different models*: they are not approximations of a given
 dense layer, and are trained as they are.
 
-Shapes follow COURSE_DESIGN § 3: attention cores take ``(batch, heads, len, head_dim)``;
+Shapes follow docs/design.md § 3: attention cores take ``(batch, heads, len, head_dim)``;
 a key mask ``key_mask`` is ``(batch, len_k)`` bool, True = real key (what
 ``padding_mask(lengths)`` returns). Fully masked query rows give zeros, never NaN.
 

@@ -6,7 +6,7 @@ Every row is one measurement: backend, dtype, shape ``B×H×Lq×Lk×d``, the fra
 keys that are padding, the pass (``fwd`` or ``fwd+bwd``), the median time, the
 throughput, the peak extra memory, and the speed relative to SDPA measured in the
 same run (``SDPA time / this time``: above 1 is faster than SDPA). Rows that carry a
-target of COURSE_DESIGN § 6 say whether it is met.
+target of docs/design.md § 6 say whether it is met.
 
 * **CPU**: tiled attention's time at ``B=2, H=8, Lq=1024, Lk=4096, d=64`` fp32
   (target: at most 1.5× SDPA's, i.e. speed ≥ 0.67) and its peak extra memory at
