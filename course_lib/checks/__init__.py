@@ -10,9 +10,9 @@ import importlib
 import pkgutil
 import re
 
-from ._common import Check, CheckFailed, NotImplementedYet, describe
+from ._common import Check, CheckFailed, NotImplementedYet, describe, difference
 
-__all__ = ["Check", "CheckFailed", "NotImplementedYet", "describe"]
+__all__ = ["Check", "CheckFailed", "NotImplementedYet", "describe", "difference"]
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if re.fullmatch(r"ex\d\d", _info.name):

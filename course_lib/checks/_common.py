@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-__all__ = ["Check", "CheckFailed", "NotImplementedYet", "describe"]
+__all__ = ["Check", "CheckFailed", "NotImplementedYet", "describe", "difference"]
 
 
 class CheckFailed(AssertionError):
@@ -47,6 +47,8 @@ def describe(value: Any, *, sums: bool = True) -> str:
         value = value.detach().float().cpu().numpy()
     elif isinstance(value, np.ndarray):
         kind, dtype = "array", str(value.dtype)
+    elif value is None:
+        return "None (did you forget `return`?)"
     else:
         text = repr(value)
         return f"{type(value).__name__} {text if len(text) < 80 else text[:77] + '...'}"
@@ -58,6 +60,41 @@ def describe(value: Any, *, sums: bool = True) -> str:
         if sums and value.ndim >= 1 and value.shape[-1] > 0 and not nan:
             parts.append(f"row sums {_fmt(value.sum(axis=-1))}")
     return ", ".join(parts)
+
+
+def difference(got: Any, expected: Any, *, atol: float = 1e-6, rtol: float = 1e-5) -> str:
+    """Where ``got`` differs from ``expected`` (same shape), in one line, without printing the arrays.
+
+    ``"shape (2, 5), largest |difference| 0.31 at index (1, 4) (got 0.12, expected 0.43);
+    first difference at index (0, 2)"``. Small arrays (up to 12 entries) are shown whole too.
+    """
+    got, expected = _numbers(got), _numbers(expected)
+    if got.shape != expected.shape:
+        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if got.size == 0:
+        return f"shape {tuple(got.shape)}, no entries"
+    bad = ~np.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
+    if not bad.any():
+        return f"shape {tuple(got.shape)}, every entry within tolerance"
+    gap = np.where(np.isnan(got) != np.isnan(expected), np.inf, np.abs(np.nan_to_num(got - expected, nan=0.0)))
+    worst = np.unravel_index(int(np.argmax(np.where(bad, gap, -1.0))), got.shape)
+    first = np.unravel_index(int(np.argmax(bad)), got.shape)
+    at = tuple(int(i) for i in worst)
+    text = (
+        f"shape {tuple(got.shape)}, {int(bad.sum())} of {got.size} entries differ; largest |difference| "
+        f"{gap[worst]:.3g} at index {at} (got {got[worst]:.4g}, expected {expected[worst]:.4g})"
+    )
+    if first != worst:
+        text += f"; first difference at index {tuple(int(i) for i in first)}"
+    if got.size <= 12:
+        text += f"; got {_fmt(got)}, expected {_fmt(expected)}"
+    return text
+
+
+def _numbers(value: Any) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().double().cpu().numpy()
+    return np.asarray(value, dtype=float)
 
 
 class Check:
@@ -134,7 +171,7 @@ class Check:
         if got.shape != expected.shape:
             self.fail(f"{what}: wrong shape", expected=f"shape {expected.shape}", got=describe(got), hint=hint)
         if not np.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=False):
-            self.fail(f"{what}: wrong values", expected=_fmt(expected), got=_fmt(got), hint=hint)
+            self.fail(f"{what}: wrong values ({difference(got, expected, atol=atol, rtol=rtol)})", hint=hint)
 
     def true(self, condition: bool, problem: str, *, got: Any = None, hint: str | None = None) -> None:
         self.count += 1
