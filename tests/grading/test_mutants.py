@@ -3,7 +3,11 @@
 For every exercise NN with ``tests/exercises/mutants_NN_*.py``, each mutant replaces the
 solution region of one task in ``solutions/NN_*.ipynb`` (see ``docs/authoring.md``). The
 mutant must fail at least one of the tests it names, and keep full marks on every other
-task: one mistake costs only its own task's points.
+task: one mistake costs only its own task's points. A mutant may add a fourth element, a
+dict of what the student must be told: ``"feedback"``, text that one of its failed hidden
+tests shows, and ``"self_check"``, text of the failure that the task's self-check cell
+raises in the notebook (``True``: any failure of a self-check), so that a wrong answer that
+the self-check lets through is caught here too.
 
 Each mutant is graded by ``grade_notebook`` itself: its notebook file is read by the
 grader, the hidden-test file runs in ``pytest.main`` with the grader's plugin, and the
@@ -41,15 +45,15 @@ CONTROL = "(control) the solution, unchanged but for a comment"
 
 
 def _mutants() -> dict[str, tuple]:
-    """``{"NN: name": (number, task, code, caught_by)}`` for every exercise's mutants file."""
+    """``{"NN: name": (number, task, code, caught_by, expectations)}`` for every exercise's mutants file."""
     found = {}
     for path in sorted(EXERCISE_TESTS.glob("mutants_[0-9][0-9]_*.py")):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         number = path.stem.split("_")[1]
-        for name, (task, code, caught_by) in module.MUTANTS.items():
-            found[f"{number}: {name}"] = (number, task, code, caught_by)
+        for name, (task, code, caught_by, *told) in module.MUTANTS.items():
+            found[f"{number}: {name}"] = (number, task, code, caught_by, told[0] if told else {})
     return found
 
 
@@ -95,7 +99,7 @@ def control_of(number: str) -> tuple:
     lines = cell.source.splitlines()
     begin, end = _region(lines)
     code = textwrap.dedent("\n".join(lines[begin + 1 : end])) + "\n# the solution, unchanged"
-    return number, cell.metadata.nbgrader.grade_id, code, []
+    return number, cell.metadata.nbgrader.grade_id, code, [], {}
 
 
 CONTROLS = {f"{number}: {CONTROL}": control_of(number) for number in NUMBERS}
@@ -115,7 +119,7 @@ def grade_exercise(job: tuple) -> dict[str, ExerciseGrade | str]:
     variants = []
     for key in keys:
         work = Path(tempfile.mkdtemp(dir=folder))
-        _, task, code, _ = entries[key]
+        _, task, code, *_ = entries[key]
         mutate(solution, task, code, work / solution.name)
         variants.append((first_difference(cells, nbload.load(work / solution.name).cells), key, work))
     graded: dict[str, ExerciseGrade | str] = {}
@@ -146,8 +150,11 @@ def graded(tmp_path_factory) -> dict[str, ExerciseGrade | str]:
     return results
 
 
-def problems(result: ExerciseGrade | str, task: str, caught_by: list[str]) -> list[str]:
-    """Why ``result`` does not show a mistake in ``task`` caught by ``caught_by`` alone (empty: it does)."""
+def problems(result: ExerciseGrade | str, task: str, caught_by: list[str], told: dict | None = None) -> list[str]:
+    """Why ``result`` does not show a mistake in ``task`` caught by ``caught_by`` alone (empty: it does).
+
+    ``told``: what the student must read (see the module's docstring).
+    """
     if isinstance(result, str):
         return [f"grading stopped:\n{result}"]
     if result.status not in ("graded", "timeout") or result.internal_error is not None:
@@ -165,14 +172,22 @@ def problems(result: ExerciseGrade | str, task: str, caught_by: list[str]) -> li
         found.append(f"a mistake in {task} also cost points elsewhere: {others}")
     found += [f"failed without real feedback: {r}" for r in failed.values()
               if not r.message or "hidden check failed" in r.message]  # fmt: skip
+    told = told or {}
+    if "feedback" in told and not any(told["feedback"] in r.message for r in failed.values()):
+        found.append(f"no failed test says {told['feedback']!r}: {[r.message for r in failed.values()]}")
+    if "self_check" in told:
+        raised = [n for n in result.notes if "CheckFailed" in n or "NotImplementedYet" in n]
+        wanted = told["self_check"]
+        if not any(wanted is True or wanted in n for n in raised):
+            found.append(f"the self-check did not fail with {wanted!r}; the notebook's cells reported {raised}")
     return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(MUTANTS))
 def test_each_mutant_loses_points_where_it_should(graded, key):
-    _, task, _, caught_by = MUTANTS[key]
-    found = problems(graded[key], task, caught_by)
+    _, task, _, caught_by, told = MUTANTS[key]
+    found = problems(graded[key], task, caught_by, told)
     assert not found, "\n".join(found)
 
 
@@ -181,7 +196,7 @@ def test_each_mutant_loses_points_where_it_should(graded, key):
 def test_the_control_keeps_full_marks_and_fails_the_mutant_check(graded, key):
     """Graded through the same snapshot, the unchanged solution gets every point: a mutant that changes
     nothing would fail ``test_each_mutant_loses_points_where_it_should``."""
-    _, task, _, _ = CONTROLS[key]
+    task = CONTROLS[key][1]
     result = graded[key]
     assert not isinstance(result, str), result
     lost = [(r.name, r.message) for r in result.results if r.outcome != "passed"]
