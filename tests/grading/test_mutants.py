@@ -137,11 +137,17 @@ def grade_exercise(job: tuple) -> dict[str, ExerciseGrade | str]:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> dict[str, ExerciseGrade | str]:
-    """Every mutant and control graded, one exercise per process, two processes at a time."""
+def graded(request, tmp_path_factory) -> dict[str, ExerciseGrade | str]:
+    """Every selected mutant and control graded, one exercise per process, two processes at a time.
+
+    Only the entries of the tests that pytest selected are graded (``-k "04:"`` grades exercise 04's).
+    """
     folder = tmp_path_factory.mktemp("mutants")
     entries = {**MUTANTS, **CONTROLS}
+    selected = {item.callspec.params["key"] for item in request.session.items if hasattr(item, "callspec")}
+    entries = {key: entry for key, entry in entries.items() if key in selected}
     by_exercise = {n: [k for k, entry in entries.items() if entry[0] == n] for n in NUMBERS}
+    by_exercise = {n: keys for n, keys in by_exercise.items() if keys}
     jobs = [(n, keys, folder) for n, keys in sorted(by_exercise.items(), key=lambda item: -len(item[1]))]
     results = {}
     with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
