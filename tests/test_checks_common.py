@@ -40,3 +40,17 @@ def test_a_failed_close_check_shows_where_not_the_arrays():
     message = str(info.value)
     assert "50 of 2500 entries differ" in message and "hint: subtract the row max" in message
     assert len(message) < 300
+
+
+def test_a_hint_function_speaks_only_for_the_error_it_knows():
+    def hint(err: Exception) -> str | None:
+        return "use `...` in einsum" if "einsum" in str(err) else None
+
+    def broken(message):
+        raise RuntimeError(message)
+
+    for message, shown in [("einsum(): subscript mismatch", True), ("index out of range", False)]:
+        with pytest.raises(RuntimeError, match=message) as info:
+            Check("task").call(broken, message, hint=hint)
+        notes = getattr(info.value, "__notes__", [])
+        assert any("use `...` in einsum" in n for n in notes) is shown

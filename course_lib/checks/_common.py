@@ -114,11 +114,19 @@ class Check:
             lines.append(f"   hint: {hint}")
         raise CheckFailed("\n".join(lines))
 
-    def call(self, fn: Callable, *args: Any, hint: str | None = None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        fn: Callable,
+        *args: Any,
+        hint: str | Callable[[Exception], str | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call the student's function; a stub gives a friendly ``NotImplementedError``.
 
-        Another exception propagates with the student's own traceback, plus a note that
-        names the inputs (and ``hint``, the usual cause, when given).
+        Another exception propagates with the student's own traceback (its type and message
+        shown as raised), plus a note that names the inputs. ``hint`` adds the usual cause:
+        a string for every exception, or a function of the exception that returns a hint
+        only when the error matches that mistake (``None`` otherwise).
         """
         if not callable(fn):
             self.fail(f"expected a function, got {describe(fn)}", hint="pass the function itself, without calling it")
@@ -132,8 +140,9 @@ class Check:
         except Exception as err:
             shown = "; ".join(describe(a, sums=False) for a in args)
             _add_note(err, f"(raised by {self.task} while the self-check called it on: {shown})")
-            if hint:
-                _add_note(err, f"hint: {hint}")
+            shown_hint = hint(err) if callable(hint) else hint
+            if shown_hint:
+                _add_note(err, f"hint: {shown_hint}")
             raise
 
     def array(self, value: Any, what: str) -> np.ndarray:

@@ -144,7 +144,11 @@ def graded(request, tmp_path_factory) -> dict[str, ExerciseGrade | str]:
     """
     folder = tmp_path_factory.mktemp("mutants")
     entries = {**MUTANTS, **CONTROLS}
-    selected = {item.callspec.params["key"] for item in request.session.items if hasattr(item, "callspec")}
+    selected = {
+        item.callspec.params.get("key")
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    }
     entries = {key: entry for key, entry in entries.items() if key in selected}
     by_exercise = {n: [k for k, entry in entries.items() if entry[0] == n] for n in NUMBERS}
     by_exercise = {n: keys for n, keys in by_exercise.items() if keys}
