@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per notebook in all (600)")
     parser.add_argument("--memory", type=int, default=2048, help="MB student code may allocate (2048)")
     parser.add_argument("--no-run", action="store_true", help="skip the 'runs top to bottom' test")
+    parser.add_argument("--exercises", default=None, metavar="NN,NN",
+                        help="grade only these exercises, e.g. 01,02 (default: every exercise handed in)")  # fmt: skip
     args = parser.parse_args(argv)
 
     tests = (args.tests or default_tests()).resolve()
@@ -241,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     if not test_files:
         print(f"course-grade: no hidden tests (test_NN_*.py) in {tests}; give --tests DIR", file=sys.stderr)
         return 2
+    if args.exercises:
+        wanted = {n.strip().zfill(2) for n in args.exercises.split(",") if n.strip()}
+        unknown = sorted(wanted - set(test_files))
+        if unknown:
+            print(f"course-grade: no hidden tests for exercise(s) {', '.join(unknown)} in {tests}", file=sys.stderr)
+            return 2
+    else:
+        wanted = set(test_files)
     missing = [str(p) for p in args.submissions if not p.exists()]
     if missing:
         print(f"course-grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -248,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     students, warnings = discover(args.submissions, skip=(args.out.resolve(), tests))
     keys = {number: path.stem.removeprefix("test_") for number, path in test_files.items()}
     matched = [(student, *match(notebooks, keys)) for student, notebooks in students]
+    test_files = {number: path for number, path in test_files.items() if number in wanted}
+    matched = [(s, {n: p for n, p in nbs.items() if n in wanted}, notes) for s, nbs, notes in matched]
     graded = sorted({number for _, notebooks, _ in matched for number in notebooks})
     if not graded:
         print(f"course-grade: no submitted notebook matches the hidden tests in {tests}", file=sys.stderr)

@@ -46,7 +46,7 @@ class ExerciseGrade:
     notebook: str | None  # the file graded, or None when the student has none
     results: list[Result]
     notes: list[str] = field(default_factory=list)  # for the student: what happened to their cells
-    status: str = "graded"  # graded, error or timeout
+    status: str = "graded"  # graded, missing (not handed in), error (grade it again) or timeout
     log: str = ""  # for the teacher: pytest's output, tracebacks of the tests' own errors
     internal_error: str | None = None  # the hidden tests themselves are broken
 
@@ -136,7 +136,10 @@ def grade_notebook(
     notes = list(loaded.notes) if loaded else []
     notes += session.cell_problems()
     timed_out = session.timeouts > 0 or session.exhausted or (bool(run) and run[0].timed_out)
-    status = "error" if (load_error or internal) else "timeout" if timed_out else "graded"
+    if path is None:
+        status = "missing"
+    else:
+        status = "error" if (load_error or internal) else "timeout" if timed_out else "graded"
     log = output.getvalue()[-20000:]
     log += "".join(f"\n--- {r.nodeid}\n{r.detail}" for r in results if r.detail)
     if run:
@@ -161,8 +164,17 @@ class StudentGrade:
 
     @property
     def status(self) -> str:
+        """The worst status of the exercises handed in; ``missing`` only when none was."""
         statuses = {e.status for e in self.exercises}
-        return "error" if "error" in statuses else "timeout" if "timeout" in statuses else "graded"
+        for status in ("error", "timeout", "graded"):
+            if status in statuses:
+                return status
+        return "missing" if statuses else "graded"
+
+    @property
+    def missing(self) -> list[str]:
+        """The exercises (``"02"``) this student did not hand in."""
+        return [e.exercise for e in self.exercises if e.status == "missing"]
 
 
 def grade_student(

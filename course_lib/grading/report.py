@@ -42,8 +42,10 @@ def task_points(exercise: ExerciseGrade, task: str) -> tuple[float, float]:
 def notes_line(grade: StudentGrade) -> str:
     """A short reason for a status other than graded, for the CSV and the summary."""
     parts = list(grade.notes)
+    if grade.missing:
+        parts.append(f"not handed in: {', '.join(grade.missing)}")
     for exercise in grade.exercises:
-        if exercise.status == "graded":
+        if exercise.status in ("graded", "missing"):
             continue
         failed = [r for r in exercise.results if r.outcome != "passed"]
         reason = failed[0].message.splitlines()[0] if failed else exercise.status
@@ -88,7 +90,10 @@ def gradescope(grade: StudentGrade) -> dict:
                     "visibility": result.visibility,
                 }
             )
-    summary = [f"{e.title}: {_num(e.score)} / {_num(e.max_score)}" for e in grade.exercises]
+    summary = [
+        f"{e.title}: {_num(e.score)} / {_num(e.max_score)}" + (" (not handed in)" if e.status == "missing" else "")
+        for e in grade.exercises
+    ]
     notes = [n for e in grade.exercises for n in e.notes] + grade.notes
     output = "\n".join(summary + ([""] + [f"- {n}" for n in notes] if notes else []))
     return {
@@ -137,6 +142,13 @@ def write_student(grade: StudentGrade, out: Path) -> Path:
     return folder
 
 
+def _cell(exercise: ExerciseGrade | None) -> str:
+    """One exercise in the table: ``7/10``, or ``missing`` when it was not handed in."""
+    if exercise is None or exercise.status == "missing":
+        return "missing"
+    return f"{_num(exercise.score)}/{_num(exercise.max_score)}"
+
+
 def summary(grades: list[StudentGrade], seconds: float, jobs: int) -> str:
     """The table printed after the progress bar."""
     grades = sorted(grades, key=lambda g: g.student)
@@ -147,17 +159,20 @@ def summary(grades: list[StudentGrade], seconds: float, jobs: int) -> str:
     lines = [head, "-" * len(head)]
     for g in grades:
         by_ex = {e.exercise: e for e in g.exercises}
-        cells = [f"{_num(by_ex[ex].score) + '/' + _num(by_ex[ex].max_score):>7}" for ex in exercises]
+        cells = [f"{_cell(by_ex.get(ex)):>7}" for ex in exercises]
         total = f"{_num(g.score)}/{_num(g.max_score)}"
         row = f"{g.student:<{width}}  " + "  ".join(cells) + f"  {total:>7}  {g.status:<7}  {notes_line(g)[:60]}"
         lines.append(row)
-    counts = {s: sum(g.status == s for g in grades) for s in ("graded", "timeout", "error")}
+    counts = {s: sum(g.status == s for g in grades) for s in ("graded", "timeout", "error", "missing")}
+    counts = {s: n for s, n in counts.items() if n or s != "missing"}
+    not_handed_in = sum(len(g.missing) for g in grades)
     mean = sum(g.score for g in grades) / max(len(grades), 1)
     top = max((g.max_score for g in grades), default=0)
     lines += [
         "",
         f"{len(grades)} submission(s) in {seconds:.1f} s with {jobs} job(s): mean {mean:.1f} / {_num(top)}; "
-        + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f"; {not_handed_in} exercise(s) not handed in",
     ]
     per_task = []
     for ex, task in keys:

@@ -86,3 +86,43 @@ def test_a_student_whose_grading_fails_still_gets_a_row_and_feedback(tmp_path, m
     assert "grade it again" in (out / "unlucky" / "feedback.md").read_text()
     assert json.loads((out / "unlucky" / "results.json").read_text())["score"] == 0
     assert "RuntimeError: the grading process died" in (out / "grader.log").read_text()
+
+
+def two_exercises(folder: Path, names=("01_attention", "02_heads")) -> Path:
+    """Hidden tests for exercises 01 and 02: the toy tests twice (names unique in this process)."""
+    folder.mkdir()
+    for name in (f"test_{n}.py" for n in names):
+        (folder / name).write_text((TOY_TESTS / "test_99_toy.py").read_text())
+    return folder
+
+
+def test_an_exercise_not_handed_in_is_missing_not_an_error(tmp_path):
+    tests, folder, out = two_exercises(tmp_path / "tests"), tmp_path / "class", tmp_path / "out"
+    for student, exercises in {"alice": ["01_attention"], "bob": ["01_attention", "02_heads"]}.items():
+        (folder / student).mkdir(parents=True)
+        for exercise in exercises:
+            notebook(folder / student / f"{exercise}.ipynb", exercise=exercise)
+    code = cli.main([str(folder), "--tests", str(tests), "--out", str(out), "--no-run"])
+    assert code == 0
+    rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    assert rows["alice"]["status"] == rows["bob"]["status"] == "graded"
+    assert "not handed in: 02" in rows["alice"]["notes"] and "not handed in" not in rows["bob"]["notes"]
+    assert float(rows["alice"]["total"]) * 2 == float(rows["bob"]["total"]) == float(rows["bob"]["max"]) > 0
+    assert float(rows["alice"]["max"]) == float(rows["bob"]["max"])  # a missing exercise still counts
+    results = json.loads((out / "alice" / "results.json").read_text())
+    assert "(not handed in)" in results["output"]
+
+
+def test_exercises_grades_only_the_ones_named(tmp_path, capsys):
+    names = ("01_softmax", "02_layer")
+    tests, folder, out = two_exercises(tmp_path / "tests", names), tmp_path / "class", tmp_path / "out"
+    (folder / "bob").mkdir(parents=True)
+    for exercise in names:
+        notebook(folder / "bob" / f"{exercise}.ipynb", exercise=exercise)
+    code = cli.main([str(folder), "--tests", str(tests), "--out", str(out), "--no-run", "--exercises", "2"])
+    assert code == 0
+    header = next(csv.reader(open(out / "grades.csv")))
+    assert any(h.startswith("02_") for h in header) and not any(h.startswith("01_") for h in header)
+    printed = capsys.readouterr().out
+    assert "0 exercise(s) not handed in" in printed and "matches no exercise" not in printed
+    assert cli.main([str(folder), "--tests", str(tests), "--out", str(out), "--exercises", "07"]) == 2
