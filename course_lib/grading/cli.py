@@ -1,15 +1,19 @@
 """``course-grade``: grade a class's notebooks against the hidden tests.
 
     course-grade SUBMISSION... [--tests DIR] [--out DIR] [--jobs N] [--timeout SECONDS]
-                 [--budget SECONDS] [--memory MB] [--no-run]
+                 [--budget SECONDS] [--memory MB] [--no-run] [--exercises NN,NN]
+                 [--insecure-no-sandbox]
     python -m course_lib.grading ...
 
 A SUBMISSION is a notebook (the student id is its file name), or a folder holding one
 notebook or one subfolder per student (the id is the file or subfolder name; a subfolder
 may hold several exercises' notebooks). A notebook is matched to the hidden tests
 ``test_NN_*.py`` by its ``NN_`` prefix, else by the metadata every exercise notebook
-carries. The exercises graded are those any student submitted; a student who lacks one
-gets zero for it.
+carries. The exercises graded are those any student submitted (or those ``--exercises``
+names); a student who lacks one gets zero for it, with the status ``missing``.
+
+Student code runs in a bubblewrap sandbox (``isolation.py``); where bubblewrap cannot run,
+the grader refuses, unless told ``--insecure-no-sandbox``.
 
 The exit code is 0 when every submission was graded (low scores and broken notebooks
 included), 2 for a usage error, and 1 when the grader itself failed (the hidden tests do
@@ -30,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import report
+from . import isolation, report
 from .grade import ExerciseGrade, Settings, StudentGrade, grade_student
 from .notebook import exercise_of
 from .session import Limits, warm_up
@@ -153,6 +157,11 @@ def private_paths() -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
+NO_SANDBOX = (
+    "--insecure-no-sandbox: student code runs without bubblewrap, fenced only by resource limits and an audit "
+    "hook that native code can bypass; use it only where each submission has a container of its own"
+)
+NO_SANDBOX_NOTE = "graded without a sandbox (--insecure-no-sandbox)"
 GRADER_FAILED = "the grader failed on this submission, not because of it: grade it again (see grader.log)"
 
 
@@ -234,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per notebook in all (600)")
     parser.add_argument("--memory", type=int, default=2048, help="MB student code may allocate (2048)")
     parser.add_argument("--no-run", action="store_true", help="skip the 'runs top to bottom' test")
+    parser.add_argument("--insecure-no-sandbox", action="store_true",
+                        help="run student code without bubblewrap (only in a container per submission)")  # fmt: skip
     parser.add_argument("--exercises", default=None, metavar="NN,NN",
                         help="grade only these exercises, e.g. 01,02 (default: every exercise handed in)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -267,18 +278,29 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    user, warning = sandbox_user()
-    warnings += [warning] if warning else []
+    if args.insecure_no_sandbox:
+        isolation_used, user, warning = "none", *sandbox_user()
+        warnings += [warning] if warning else []
+        warnings.append(NO_SANDBOX)
+    else:
+        why = isolation.problem()
+        if why is not None:
+            print(f"course-grade: student code must run in a sandbox, but {why}", file=sys.stderr)
+            return 2
+        isolation_used, user = "bwrap", None
     workroot = Path(tempfile.mkdtemp(prefix="course-grade-"))
     workroot.chmod(0o711)
     deny = [tests, out, workroot, *(p.resolve() for p in args.submissions), *private_paths()]
-    limits = Limits(timeout=args.timeout, budget=args.budget, memory_mb=args.memory, user=user)
+    limits = Limits(timeout=args.timeout, budget=args.budget, memory_mb=args.memory, user=user,
+                    isolation=isolation_used)  # fmt: skip
     settings = Settings(limits=limits, deny=[str(p) for p in deny], run_notebook=not args.no_run)
     selected = {number: test_files[number] for number in graded}
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
 
     start = time.monotonic()
+    if isolation_used == "none":  # in the table and the CSV, beside every row
+        matched = [(s, nbs, [*notes, NO_SANDBOX_NOTE]) for s, nbs, notes in matched]
     jobs_list = [(s, nbs, selected, settings, workroot, notes) for s, nbs, notes in matched]
     try:
         grades, failures = run(jobs_list, max(1, args.jobs), out)

@@ -176,8 +176,13 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
     (folder / "pytest.ini").write_text("[pytest]\n")
     (folder / "conftest.py").write_text(CONFTEST)
     path = work / "notebook.ipynb"
-    nbformat.write(notebook, path)
-    _own(path, limits.user)
+    isolated = limits.isolation == "bwrap"
+    if isolated:  # work is an empty in-memory folder in the sandbox; the notebook is mounted into it
+        nbformat.write(notebook, folder / "notebook.ipynb")
+        warm = False  # the kernel starts inside the sandbox, from the kernel spec
+    else:
+        nbformat.write(notebook, path)
+        _own(path, limits.user)
 
     env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
     env.update(
@@ -198,7 +203,8 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
         TRITON_INTERPRET="1",  # as in the workers (worker._fence): the sandbox cannot compile for a GPU
         COURSE_SANDBOX=json.dumps({"workdir": str(work), "deny": deny}),
     )
-    _copy_font_cache(work / ".matplotlib", limits.user)
+    if not isolated:
+        _copy_font_cache(work / ".matplotlib", limits.user)
     if warm:
         # A short path: unix socket paths are limited to about 100 characters.
         run.socket_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
@@ -220,6 +226,13 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
         "--nbval-kernel-startup-timeout", "120", "--durations=5", str(path),
     ]  # fmt: skip
     user = {"user": limits.user[0], "group": limits.user[1], "extra_groups": []} if limits.user else {}
+    if isolated:
+        from . import isolation
+
+        files = [(str(folder / "notebook.ipynb"), str(path)), *isolation.font_cache(str(work / ".matplotlib"))]
+        command = isolation.wrap(command, readonly=[str(folder)], scratch=[str(work)], files=files,
+                                 disk_mb=limits.disk_mb, processes=limits.processes)  # fmt: skip
+        user = {}
     run.log = open(folder / "pytest-output.txt", "w+b")  # closed by finish()
     run.started = time.monotonic()
     run.process = subprocess.Popen(

@@ -15,13 +15,16 @@ so nothing the student's code writes to the pipe can run code here or block the 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import re
 import select
 import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -149,6 +152,22 @@ def stop_process(process: multiprocessing.Process) -> None:
     process.join(5)
 
 
+class Sandboxed(subprocess.Popen):
+    """A process in a bubblewrap sandbox, as ``stop_process`` and ``WorkerSession`` use a worker."""
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def exitcode(self) -> int | None:
+        """The code the process inside exited with; minus the signal that killed it (bwrap: 128 + signal)."""
+        code = self.poll()
+        return -(code - 128) if code is not None and 128 < code < 160 else code
+
+
 @dataclass
 class Limits:
     """What one submission may use."""
@@ -158,6 +177,9 @@ class Limits:
     memory_mb: int = 2048  # memory the student's code may allocate, beyond Python, numpy and torch
     file_size_mb: int = 64  # largest file the student's code may write
     user: tuple[int, int] | None = None  # (uid, gid) to run as, when the grader runs as root
+    isolation: str = "none"  # "bwrap": each process in a bubblewrap sandbox (isolation.py); "none": fenced only
+    disk_mb: int = 256  # what the student's code may write in all, with isolation (an in-memory work folder)
+    processes: int = 64  # processes and threads the sandbox's user may run, with isolation
 
 
 def process_settings(workdir: str, deny: list[str], limits: Limits) -> dict:
@@ -305,6 +327,8 @@ class WorkerSession:
         return process_settings(self.workdir, self.deny, self.limits)
 
     def _spawn(self) -> None:
+        if self.limits.isolation == "bwrap":
+            return self._spawn_isolated()
         from . import worker
 
         ctx = _forkserver()
@@ -316,6 +340,32 @@ class WorkerSession:
         for conn in (requests_w, replies_r):
             os.set_blocking(conn.fileno(), False)
         self.process, self.to_worker, self.from_worker = process, requests_w, replies_r
+
+    def _spawn_isolated(self) -> None:
+        """A cold worker in a bubblewrap sandbox of its own, its work folder an empty in-memory one."""
+        from . import isolation
+
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        command = [sys.executable, "-m", "course_lib.grading.worker", str(requests_r), str(replies_w),
+                   json.dumps(self._settings())]  # fmt: skip
+        command = isolation.wrap(
+            command,
+            scratch=[self.workdir],
+            files=isolation.font_cache(os.path.join(self.workdir, ".matplotlib")),
+            disk_mb=self.limits.disk_mb,
+            processes=self.limits.processes,
+        )
+        env = {**isolation.environment(), **THREAD_ENV}
+        quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        process = Sandboxed(command, env=env, pass_fds=(requests_r, replies_w), start_new_session=True, **quiet)
+        os.close(requests_r)
+        os.close(replies_w)
+        to_worker = multiprocessing.connection.Connection(requests_w, readable=False)
+        from_worker = multiprocessing.connection.Connection(replies_r, writable=False)
+        for conn in (to_worker, from_worker):
+            os.set_blocking(conn.fileno(), False)
+        self.process, self.to_worker, self.from_worker = process, to_worker, from_worker
 
     def _reap(self) -> str:
         """Wait briefly for the dead worker and say why it died."""

@@ -348,3 +348,11 @@ def main(requests, replies, settings: dict) -> None:
         code = 70
     finally:
         os._exit(code)
+
+
+if __name__ == "__main__":  # in a sandbox (session.py): python -m course_lib.grading.worker REQUESTS REPLIES SETTINGS
+    import json
+    from multiprocessing.connection import Connection
+
+    main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
+         json.loads(sys.argv[3]))  # fmt: skip
