@@ -10,15 +10,21 @@ PYTEST := $(BIN)/python -m pytest
 JOBS ?= 2
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
-.PHONY: install lab test lint check-exercises test-lib test-notebooks notebooks exercises bench clean
+.PHONY: install sandbox lab test lint check-exercises test-lib test-notebooks notebooks exercises bench clean
 
-install: $(STAMP)
+install: sandbox $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" || $(BIN)/python -m pip install -q "torch>=2.2"
-	$(BIN)/python -m pip install -q -e ".[dev,gpu]"
+	$(BIN)/python -m pip install -q -e ".[dev,gpu,grading]"
 	touch $(STAMP)
+
+# The grader runs student code under bubblewrap: install it where we may (root on Debian/Ubuntu).
+sandbox:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq bubblewrap; } || \
+		echo "bubblewrap is missing: install it (sudo apt-get install bubblewrap) to grade students' notebooks"
 
 lab: $(STAMP)
 	$(BIN)/python -m course_lib.env_check || true

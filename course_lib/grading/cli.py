@@ -2,7 +2,7 @@
 
     course-grade SUBMISSION... [--tests DIR] [--out DIR] [--jobs N] [--timeout SECONDS]
                  [--budget SECONDS] [--memory MB] [--no-run] [--exercises NN,NN]
-                 [--insecure-no-sandbox]
+                 [--scheduler tcp://HOST:8786 | local] [--insecure-no-sandbox]
     python -m course_lib.grading ...
 
 A SUBMISSION is a notebook (the student id is its file name), or a folder holding one
@@ -189,8 +189,10 @@ def _progress(total: int):
         return None
 
 
-def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade], list[str]]:
-    """Grade every job (in ``jobs`` processes) and write each student's files as they finish."""
+def run(
+    jobs_list: list[tuple], jobs: int, out: Path, scheduler: str | None = None
+) -> tuple[list[StudentGrade], list[str]]:
+    """Grade every job (in ``jobs`` processes, or on Dask at ``scheduler``); write each student's files."""
     grades, failures = [], []
     bar = _progress(len(jobs_list))
 
@@ -208,7 +210,11 @@ def run(jobs_list: list[tuple], jobs: int, out: Path) -> tuple[list[StudentGrade
         if bar is not None:
             bar.update(1)
 
-    if jobs <= 1:
+    if scheduler:
+        from . import cluster
+
+        cluster.run(jobs_list, scheduler, jobs, done, failed)
+    elif jobs <= 1:
         warm_up()
         for job in jobs_list:
             try:
@@ -243,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per notebook in all (600)")
     parser.add_argument("--memory", type=int, default=2048, help="MB student code may allocate (2048)")
     parser.add_argument("--no-run", action="store_true", help="skip the 'runs top to bottom' test")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="grade on Dask: tcp://HOST:8786, or 'local' for --jobs workers here")  # fmt: skip
     parser.add_argument("--insecure-no-sandbox", action="store_true",
                         help="run student code without bubblewrap (only in a container per submission)")  # fmt: skip
     parser.add_argument("--exercises", default=None, metavar="NN,NN",
@@ -303,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         matched = [(s, nbs, [*notes, NO_SANDBOX_NOTE]) for s, nbs, notes in matched]
     jobs_list = [(s, nbs, selected, settings, workroot, notes) for s, nbs, notes in matched]
     try:
-        grades, failures = run(jobs_list, max(1, args.jobs), out)
+        grades, failures = run(jobs_list, max(1, args.jobs), out, args.scheduler)
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
     seconds = time.monotonic() - start

@@ -33,7 +33,10 @@ TEACHER_MARK = "TEACHER-ONLY-4f1c"
 ENV_MARK = "GRADER-ENV-TOKEN-9b2e"
 LEFT_MARK = "604.0417"  # the daemon's `sleep` argument: found in /proc if it outlived grading
 
-pytestmark = pytest.mark.skipif(isolation.problem() is not None, reason=f"no sandbox: {isolation.problem()}")
+# Where bubblewrap cannot run these are skipped, except where REQUIRE_SANDBOX=1 (CI): there they fail.
+pytestmark = pytest.mark.skipif(
+    isolation.problem() is not None and not os.environ.get("REQUIRE_SANDBOX"), reason=f"{isolation.problem()}"
+)
 
 HONEST = "def add(a, b):\n    return a + b\n\ndef mul(a, b):\n    return a * b\n"
 
@@ -155,6 +158,7 @@ def left_behind() -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_hostile_class_is_contained_and_honest_neighbours_keep_full_marks(scene):
     listener = Listener()
     victim = subprocess.Popen(["sleep", "300"])
