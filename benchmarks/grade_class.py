@@ -5,7 +5,8 @@
 Each measurement runs ``python -m course_lib.grading`` as a teacher would, start-up
 included. The class is copies of ``solutions/01_attention_from_the_formula.ipynb`` plus a
 few broken submissions (the generated exercise, a syntax error, a wrong task, an exception
-at the top level). Targets (docs/design.md § 6): one submission under 15 s, a class of 30
+at the top level). One submission is also graded with ``--insecure-no-sandbox``: the
+difference is what the bubblewrap sandbox costs per submission. Targets (docs/design.md § 6): one submission under 15 s, a class of 30
 under 3 minutes with ``--jobs 2``. The load average is printed too: on a shared machine the
 times depend on what else runs.
 """
@@ -82,6 +83,9 @@ def main() -> int:
         load = os.getloadavg()[0]
         seconds, code = grade([str(SOLUTION), "--out", str(tmp / "one")])
         rows.append(("one submission (the solution)", seconds, 15.0, code))
+        bare, code = grade([str(SOLUTION), "--out", str(tmp / "bare"), "--insecure-no-sandbox"])
+        rows.append(("the same, --insecure-no-sandbox", bare, 15.0, code))
+        sandbox_cost = seconds - bare
         folder = tmp / "class"
         folder.mkdir()
         kinds = make_class(folder, args.students)
@@ -93,6 +97,7 @@ def main() -> int:
     print(f"{'measurement':<34} {'seconds':>8} {'target':>8}  exit")
     for name, seconds, target, code in rows:
         print(f"{name:<34} {seconds:8.1f} {target:8.0f}  {code}")
+    print(f"sandbox cost per submission: {sandbox_cost:+.1f} s (bubblewrap, cold worker and kernel)")
     full = sum(g["total"] == g["max"] for g in grades.values())
     wrong = [s for s, g in grades.items() if (kinds[s] == "solution") != (g["total"] == g["max"])]
     print(f"class: {full} full marks, {len(grades) - full} not; misgraded: {wrong or 'none'}")
