@@ -37,7 +37,7 @@ def test_a_local_dask_cluster_grades_as_two_jobs_do(tmp_path):
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(code)]
         nbformat.write(nb, folder / f"{name}.ipynb")
-    base = [str(folder), "--tests", str(TOY_TESTS), "--jobs", "2"]
+    base = [str(folder), "--tests", str(TOY_TESTS), "--jobs", "2", "--no-run"]
     assert cli.main([*base, "--out", str(tmp_path / "jobs")]) == 0
     assert cli.main([*base, "--out", str(tmp_path / "dask"), "--scheduler", "local"]) == 0
     by_jobs, by_dask = rows(tmp_path / "jobs"), rows(tmp_path / "dask")
