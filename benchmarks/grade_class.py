@@ -6,9 +6,9 @@ Each measurement runs ``python -m course_lib.grading`` as a teacher would, start
 included. The class is copies of ``solutions/01_attention_from_the_formula.ipynb`` plus a
 few broken submissions (the generated exercise, a syntax error, a wrong task, an exception
 at the top level). One submission is also graded with ``--insecure-no-sandbox``: the
-difference is what the bubblewrap sandbox costs per submission. Targets (docs/design.md § 6): one submission under 15 s, a class of 30
-under 3 minutes with ``--jobs 2``. The load average is printed too: on a shared machine the
-times depend on what else runs.
+difference is what the bubblewrap sandbox costs per submission. Targets (docs/design.md § 6):
+one submission under 15 s, a class of 30 under 3 minutes with ``--jobs 2``. The load
+average is printed too: on a shared machine the times depend on what else runs.
 """
 
 from __future__ import annotations
