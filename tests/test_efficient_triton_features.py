@@ -159,12 +159,16 @@ def test_varlen_log_sum_exp_is_heads_by_total_q():
 @pytest.mark.skipif(not triton_flash.HAS_TENSOR_DESCRIPTORS, reason="this Triton has no tensor descriptors")
 @pytest.mark.parametrize("causal,lens", [(True, [70, 20]), (False, None)])
 def test_tensor_descriptor_path_matches_the_pointer_path(causal, lens, monkeypatch):
-    # On a CPU the interpreter runs the Hopper (TMA) branch of the forward when it is forced on. NaN in the
+    # On a CPU the interpreter runs the Hopper (TMA) branch of the forward when it is forced on; on a Hopper
+    # GPU it is compiled. Forced off, the pointer path gives the expected output. NaN in the
     # padding: descriptors fetch whole tiles, so the kernel must zero what lies past each kv_len.
     monkeypatch.setattr(triton_flash, "FORCE_TMA", True)
     q, k, v, dout = make_inputs(2, 2, 17, 70, 16, device=DEVICE, seed=27)
     if DEVICE == "cpu":
         assert triton_flash._use_tma(k, v)
+    else:  # on a GPU: Hopper or later only, and never for a layout the copy engine cannot take
+        assert triton_flash._use_tma(k, v) == (torch.cuda.get_device_capability()[0] >= 9)
+        assert not triton_flash._use_tma(k[:, :1].expand(-1, 2, -1, -1), v)
     k_nan, v_nan = (t.detach().clone() for t in (k, v))
     for b, n in enumerate(lens or []):
         k_nan[b, :, n:], v_nan[b, :, n:] = float("nan"), float("nan")

@@ -105,6 +105,20 @@ _FWD_CONFIGS = _configs((64,), (32,), (2,), (4,)) + [
 ] + _configs((16, 32), (64, 128), (2, 3, 4), (4,))
 _DKDV_CONFIGS = _configs((32,), (64,), (2,), (4,)) + _configs((32, 64), (64, 128), (2, 3), (4, 8))[1:]
 _DQ_CONFIGS = _configs((64,), (32,), (2,), (4,)) + _configs((64, 128), (32, 64), (2, 3), (4, 8))[1:]
+# COURSE_TRITON_TUNE_SPACE=small keeps a few configs per kernel that suit an H100/H200: every new
+# (dtype, head dim, causal) then compiles a handful of variants instead of dozens, which is what a
+# time-limited benchmark run can afford. The default is the full space above.
+_SMALL_SPACE = {
+    "fwd": {(64, 32, 2, 4), (128, 64, 3, 8), (128, 128, 3, 8), (128, 64, 4, 4), (16, 128, 3, 4), (32, 64, 3, 4)},
+    "dkdv": {(32, 64, 2, 4), (64, 128, 3, 8), (64, 64, 3, 4), (32, 128, 3, 4)},
+    "dq": {(64, 32, 2, 4), (128, 64, 3, 8), (64, 64, 3, 4), (128, 32, 3, 4)},
+}
+TUNE_SPACE = os.environ.get("COURSE_TRITON_TUNE_SPACE", "full")
+if TUNE_SPACE == "small":
+    _FWD_CONFIGS, _DKDV_CONFIGS, _DQ_CONFIGS = (
+        [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, c.num_warps) in _SMALL_SPACE[k]]
+        for k, configs in (("fwd", _FWD_CONFIGS), ("dkdv", _DKDV_CONFIGS), ("dq", _DQ_CONFIGS))
+    )
 # The autotuner keys on power-of-two buckets of the lengths (LQ_BUCKET, LK_BUCKET), never on the exact
 # lengths: a new length in a bucket it has seen reuses the tuned config. It adds the tensors' dtypes itself.
 _TUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "CAUSAL", "VARLEN", "TMA"]
@@ -129,24 +143,29 @@ def _shared_memory_limit() -> int:
 
 
 def _prune(configs, named_args, **kwargs):
-    """Keep the configs that fit this GPU's shared memory and suit the number of queries.
+    """Keep the configs that fit this GPU's shared memory (a rough count; the autotuner drops the rest).
 
-    The tiles of K and V are buffered ``num_stages`` times; Q (or the K/V block of the dK/dV
-    kernel) once. Query blocks of 16 or 32 rows serve only short queries (≤ 32: decoding),
-    and 64 or 128 rows only longer ones.
+    The streamed tiles are buffered ``num_stages - 1`` times, the resident tile once, and a
+    ``(BLOCK_M, BLOCK_N)`` fp32 tile of scores may spill to shared memory.
     """
     args = {**named_args, **kwargs}
-    dim, size, len_q = args["HEAD_DIM"], args["Q"].element_size(), args["LQ_BUCKET"]
+    dim, size = args["HEAD_DIM"], args["Q"].element_size()
     limit = _shared_memory_limit()
     kept = []
     for c in configs:
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        if (len_q <= 32) != (bm <= 32) and len(configs) > 1:
-            continue
-        smem = (bm * dim + 2 * bn * dim * max(c.num_stages - 1, 1)) * size + bm * bn * 4
+        smem = (max(bm, bn) * dim + 2 * min(bm, bn) * dim * max(c.num_stages - 1, 1)) * size + bm * bn * 4
         if smem <= limit:
             kept.append(c)
     return kept or configs[:1]
+
+
+def _prune_fwd(configs, named_args, **kwargs):
+    """``_prune``, and query blocks that suit the queries: 16 or 32 rows only for short queries
+    (≤ 32: decoding), 64 or 128 rows only for longer ones."""
+    short = {**named_args, **kwargs}["LQ_BUCKET"] <= 32
+    suited = [c for c in configs if (c.kwargs["BLOCK_M"] <= 32) == short] or configs
+    return _prune(suited, named_args, **kwargs)
 
 
 # --- forward ---------------------------------------------------------------------------
@@ -551,8 +570,12 @@ def _precision(q: torch.Tensor) -> str:
 # kernel -> (its autotuned wrapper, its fixed config). The interpreter uses neither.
 _TUNED = {}
 if not INTERPRET:
-    for _kernel, _list in ((_attn_fwd, _FWD_CONFIGS), (_attn_bwd_dkdv, _DKDV_CONFIGS), (_attn_bwd_dq, _DQ_CONFIGS)):
-        _tuned = triton.autotune(configs=_list, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune})
+    for _kernel, _list, _pruner in (
+        (_attn_fwd, _FWD_CONFIGS, _prune_fwd),
+        (_attn_bwd_dkdv, _DKDV_CONFIGS, _prune),
+        (_attn_bwd_dq, _DQ_CONFIGS, _prune),
+    ):
+        _tuned = triton.autotune(configs=_list, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner})
         _TUNED[_kernel] = (_tuned(_kernel), _list[0])
 
 
@@ -568,7 +591,9 @@ def _launch(kernel, grid, *args, **kwargs) -> None:
         kernel[grid](*args, **kwargs, **fixed.kwargs, num_warps=fixed.num_warps, num_stages=fixed.num_stages)
 
 
-FORCE_TMA = False  # tests set it to run the tensor-descriptor path in the interpreter
+# None: tensor descriptors wherever they work (never in the interpreter). True or False: tests force the
+# choice; True still needs a Triton that has them, and on a GPU a Hopper GPU and a layout they take.
+FORCE_TMA: bool | None = None
 _ALLOCATOR_SET = False
 
 
@@ -580,10 +605,10 @@ def _use_tma(k: torch.Tensor, v: torch.Tensor) -> bool:
     non-zero multiples of 16 bytes, 16-byte aligned data. Anything else uses the pointer path.
     """
     global _ALLOCATOR_SET
-    if not (HAS_TENSOR_DESCRIPTORS and TMA_ALLOWED):
+    if not (HAS_TENSOR_DESCRIPTORS and TMA_ALLOWED) or FORCE_TMA is False:
         return False
     if INTERPRET:
-        return FORCE_TMA
+        return bool(FORCE_TMA)
     if not k.is_cuda or torch.cuda.get_device_capability(k.device)[0] < 9:
         return False
     for t in (k, v):
