@@ -74,3 +74,13 @@ def test_markdown_table_has_every_column_and_row():
     assert lines[0] == "# H200"
     assert lines[2] == "| backend | ms | ok |" and lines[3] == "|---|---|---|"
     assert lines[4] == "| triton | 1.23 |  |" and lines[5] == "| sdpa (flash) |  | PASS |"
+
+
+def test_gpu_backward_case_times_both_backwards_on_the_cpu():
+    import pytest
+
+    pytest.importorskip("triton")
+    case = bench._Case("fwd+bwd", torch.float32, 1, 2, 8, 40, 16, backward=True, target="fwd+bwd")
+    rows = bench._gpu_case_rows(case, 1, quick=True, device=torch.device("cpu"))
+    names = {r["backend"] for r in rows if "ms" in r}
+    assert {"triton", "triton (atomic dQ)"} <= names

@@ -188,3 +188,19 @@ def test_the_config_space_covers_the_hopper_grid():
     grid = {(m, n, s, w) for m in (64, 128) for n in (32, 64, 128) for s in (2, 3, 4) for w in (4, 8)}
     assert grid <= fwd
     assert len(fwd) == len(triton_flash._FWD_CONFIGS)  # no duplicates
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_atomic_dq_backward_matches_the_reference(varlen, monkeypatch):
+    # FlashAttention-2's backward: one kernel over key blocks adds dQ with atomics (the default is two kernels)
+    poison_outputs(monkeypatch)
+    monkeypatch.setattr(triton_flash, "BACKWARD", "atomic")
+    if not varlen:
+        q, k, v, dout = _gqa_inputs(2, 4, 2, 40, 70, 16, 28)
+        check_backend(_triton([70, 20], True), q, k, v, dout, [70, 20], True)
+        return
+    q, k, v, dout, cu_q, cu_k = _packed([5, 40], [40, 7], 2, 1, 16, 29)
+    out = flash_attention_varlen(q, k, v, cu_q, cu_k, 40, 40, causal=True, backend="triton")
+    ref = flash_attention_varlen(q, k, v, cu_q, cu_k, 40, 40, causal=True, backend="naive")
+    for g, r in zip(torch.autograd.grad(out, (q, k, v), dout), torch.autograd.grad(ref, (q, k, v), dout)):
+        torch.testing.assert_close(g, r)

@@ -304,6 +304,19 @@ def _gpu_cases(quick: bool) -> list[_Case]:
     return cases
 
 
+def _atomic_dq(fn: Callable[[], object]) -> Callable[[], object]:
+    from course_lib.efficient import triton_flash
+
+    def run():
+        before, triton_flash.BACKWARD = triton_flash.BACKWARD, "atomic"
+        try:
+            return fn()
+        finally:
+            triton_flash.BACKWARD = before
+
+    return run
+
+
 def _calls(case: _Case, q, k, v, dout) -> dict[str, Callable[[], object]]:
     """name -> call, for Triton (with and without splits when decoding), each SDPA backend and flex."""
     from course_lib.efficient.triton_flash import triton_attention
@@ -322,6 +335,8 @@ def _calls(case: _Case, q, k, v, dout) -> dict[str, Callable[[], object]]:
     ours = partial(triton_attention, kv_lens=case.lens, causal=case.causal)
     wrap = (lambda f: _fwd_bwd(f, q, k, v, dout)) if case.backward else (lambda f: partial(f, q, k, v))
     calls = {"triton": wrap(ours)}
+    if case.backward and case.target:  # the other backward: dQ by atomic adds inside the dK/dV kernel
+        calls["triton (atomic dQ)"] = _atomic_dq(wrap(ours))
     if case.decode:
         calls["triton (1 split)"] = wrap(partial(ours, num_splits=1))
     for name, backend in _sdpa_backends().items():

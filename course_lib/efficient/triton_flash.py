@@ -84,6 +84,11 @@ HAS_TENSOR_DESCRIPTORS = hasattr(tl, "make_tensor_descriptor")
 # COURSE_TRITON_TMA=0 turns the tensor-descriptor path off (the pointer path is then used everywhere).
 TMA_ALLOWED = os.environ.get("COURSE_TRITON_TMA", "1") != "0"
 
+# The backward: "split" runs a dK/dV kernel and a dQ kernel (no atomics; Q Kᵀ and dO Vᵀ computed twice);
+# "atomic" runs the dK/dV kernel only and it adds dQ with fp32 atomic adds (FlashAttention-2's way).
+# COURSE_TRITON_BACKWARD chooses; the benchmark times both on the GPU at hand.
+BACKWARD = os.environ.get("COURSE_TRITON_BACKWARD", "split")
+
 # Outputs are allocated through this name so that tests can fill them with NaN first.
 _empty = torch.empty
 
@@ -394,10 +399,17 @@ def _attn_bwd_delta(Out, DO, DELTA,
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, LSE, DELTA, stride_qm, stride_dom,
                 offs_n, lo, hi, Lq, shift, qk_scale,
-                MASKED: tl.constexpr, BLOCK_M: tl.constexpr, DOT: tl.constexpr):
-    """Visit query blocks ``[lo, hi)``; accumulate dK and dV of one key block (in transposed tiles)."""
+                MASKED: tl.constexpr, BLOCK_M: tl.constexpr, DOT: tl.constexpr,
+                dq_ptrs=None, stride_dqm=0, sm_scale=1.0, ATOMIC_DQ: tl.constexpr = False):
+    """Visit query blocks ``[lo, hi)``; accumulate dK and dV of one key block (in transposed tiles).
+
+    ``ATOMIC_DQ``: also add this key block's share of dQ, ``dS K · scale``, into an fp32 dQ with
+    atomic adds (FlashAttention-2's backward), instead of leaving dQ to a kernel of its own.
+    """
     qt_ptrs += lo * stride_qm
     do_ptrs += lo * stride_dom
+    if ATOMIC_DQ:
+        dq_ptrs += lo * stride_dqm
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         row_ok = rows < Lq
@@ -415,23 +427,28 @@ def _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, LSE, DELTA, stride_qm, stride_do
         dpt = tl.dot(v, tl.trans(do), input_precision=DOT)  # dPᵀ = V dOᵀ
         dst = pt * (dpt - delta[None, :])  # dSᵀ = Pᵀ ∘ (dPᵀ - delta)
         dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=DOT)  # dK += dSᵀ Q (scaled at the end)
+        if ATOMIC_DQ:  # dQ_i += dS_ij K_j · scale, summed over key blocks by atomic adds
+            dq = tl.dot(tl.trans(dst.to(k.dtype)), k, input_precision=DOT) * sm_scale
+            tl.atomic_add(dq_ptrs, dq, mask=row_ok[:, None])
+            dq_ptrs += BLOCK_M * stride_dqm
         qt_ptrs += BLOCK_M * stride_qm
         do_ptrs += BLOCK_M * stride_dom
     return dk, dv
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, KV_LENS, CU_Q, CU_K, sm_scale,
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, DELTA, KV_LENS, CU_Q, CU_K, sm_scale,
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd,
                    stride_dob, stride_doh, stride_dom, stride_dod,
                    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
                    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                   stride_aqb, stride_aqh, stride_aqm, stride_aqd,
                    stride_lb, stride_lh,
                    B, H, GROUP, Lq, Lk, LQ_BUCKET, LK_BUCKET,
                    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-                   TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N  # this program's keys K_j, V_j
     off_bhk = tl.program_id(1)  # and its (batch, K/V head): it serves the GROUP query heads that read it
     H_KV = H // GROUP
@@ -461,17 +478,22 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, KV_LENS, CU_Q, CU_K, sm_scal
         do_ptrs = do_base + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod
         lse_h = LSE + off_b * stride_lb + off_h * stride_lh + q_start
         delta_h = DELTA + off_b * stride_lb + off_h * stride_lh + q_start
+        dq_ptrs = (DQ_ACC + off_b * stride_aqb + off_h * stride_aqh + (q_start + offs_m[:, None]) * stride_aqm
+                   + offs_d[None, :] * stride_aqd)
         if CAUSAL:
             # Queries before start_n - shift see none of these keys; from start_n + BLOCK_N - 1 - shift on all.
             lo = tl.maximum(start_n - shift, 0) // BLOCK_M * BLOCK_M
             mid = lo + (tl.maximum(start_n + BLOCK_N - 1 - shift - lo, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M
             dk, dv = _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, lse_h, delta_h, stride_qm, stride_dom,
-                                 offs_n, lo, tl.minimum(mid, hi), len_q, shift, qk_scale, True, BLOCK_M, DOT)
+                                 offs_n, lo, tl.minimum(mid, hi), len_q, shift, qk_scale, True, BLOCK_M, DOT,
+                                 dq_ptrs, stride_aqm, sm_scale, ATOMIC_DQ)
             dk, dv = _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, lse_h, delta_h, stride_qm, stride_dom,
-                                 offs_n, mid, hi, len_q, shift, qk_scale, False, BLOCK_M, DOT)
+                                 offs_n, mid, hi, len_q, shift, qk_scale, False, BLOCK_M, DOT,
+                                 dq_ptrs, stride_aqm, sm_scale, ATOMIC_DQ)
         else:
             dk, dv = _dkdv_inner(dk, dv, k, v, qt_ptrs, do_ptrs, lse_h, delta_h, stride_qm, stride_dom,
-                                 offs_n, 0, hi, len_q, shift, qk_scale, False, BLOCK_M, DOT)
+                                 offs_n, 0, hi, len_q, shift, qk_scale, False, BLOCK_M, DOT,
+                                 dq_ptrs, stride_aqm, sm_scale, ATOMIC_DQ)
     # Padding keys were loaded as zeros and may have picked up values: their gradients are exactly 0.
     dk = tl.where(key_ok, dk * sm_scale, 0.0)
     dv = tl.where(key_ok, dv, 0.0)
@@ -570,12 +592,14 @@ def _precision(q: torch.Tensor) -> str:
 # kernel -> (its autotuned wrapper, its fixed config). The interpreter uses neither.
 _TUNED = {}
 if not INTERPRET:
-    for _kernel, _list, _pruner in (
-        (_attn_fwd, _FWD_CONFIGS, _prune_fwd),
-        (_attn_bwd_dkdv, _DKDV_CONFIGS, _prune),
-        (_attn_bwd_dq, _DQ_CONFIGS, _prune),
+    for _kernel, _list, _pruner, _extra in (
+        (_attn_fwd, _FWD_CONFIGS, _prune_fwd, {}),
+        # atomic dQ accumulates: the autotuner zeroes it before every timed run and before the real one
+        (_attn_bwd_dkdv, _DKDV_CONFIGS, _prune, {"reset_to_zero": ["DQ_ACC"]}),
+        (_attn_bwd_dq, _DQ_CONFIGS, _prune, {}),
     ):
-        _tuned = triton.autotune(configs=_list, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner})
+        _key = _TUNE_KEY + (["ATOMIC_DQ"] if _kernel is _attn_bwd_dkdv else [])
+        _tuned = triton.autotune(configs=_list, key=_key, prune_configs_by={"early_config_prune": _pruner}, **_extra)
         _TUNED[_kernel] = (_tuned(_kernel), _list[0])
 
 
@@ -712,12 +736,17 @@ def _backward(p: _Problem, dout, q, k, v, out, lse):
     dq = _empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous, whatever the layout of q, k, v
     dk = _empty(k.shape, dtype=k.dtype, device=k.device)
     dv = _empty(v.shape, dtype=v.dtype, device=v.device)
+    atomic = BACKWARD == "atomic"
+    # atomic: dQ summed in fp32 by the dK/dV kernel; otherwise a one-element stand-in that is never written
+    dq_acc = torch.zeros(q.shape if atomic else (1,) * q.dim(), dtype=torch.float32, device=q.device)
     inputs = (*_rows_strides(q, p.varlen), *_rows_strides(k, p.varlen), *_rows_strides(v, p.varlen),
               *_rows_strides(dout, p.varlen))
     grid_kv = lambda meta: (triton.cdiv(p.len_k, meta["BLOCK_N"]), p.batch * p.kv_heads)  # noqa: E731
-    _launch(_attn_bwd_dkdv, grid_kv, q, k, v, dout, dk, dv, lse, delta, p.kv_lens, p.cu_q, p.cu_k, p.scale,
-            *inputs, *_rows_strides(dk, p.varlen), *_rows_strides(dv, p.varlen), *p.lse_strides,
-            *p.sizes(), *p.buckets(), **p.common(), TMA=False)
+    _launch(_attn_bwd_dkdv, grid_kv, q, k, v, dout, dk, dv, dq_acc, lse, delta, p.kv_lens, p.cu_q, p.cu_k, p.scale,
+            *inputs, *_rows_strides(dk, p.varlen), *_rows_strides(dv, p.varlen), *_rows_strides(dq_acc, p.varlen),
+            *p.lse_strides, *p.sizes(), *p.buckets(), **p.common(), TMA=False, ATOMIC_DQ=atomic)
+    if atomic:
+        return dq_acc.to(q.dtype), dk, dv
     grid_q = lambda meta: (triton.cdiv(p.len_q, meta["BLOCK_M"]), p.batch * p.heads)  # noqa: E731
     _launch(_attn_bwd_dq, grid_q, q, k, v, dout, dq, lse, delta, p.kv_lens, p.cu_q, p.cu_k, p.scale,
             *inputs, *_rows_strides(dq, p.varlen), *p.lse_strides,
