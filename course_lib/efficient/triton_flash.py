@@ -59,6 +59,7 @@ it runs the same code.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import triton
@@ -713,10 +714,18 @@ def _forward(p: _Problem, q, k, v, num_splits: int):
         o_split, l_split = o_dst.stride(0), l_dst.stride(0)
     o_strides = _rows_strides(o_dst[0] if num_splits > 1 else out, p.varlen)
     grid = lambda meta: (triton.cdiv(p.len_q, meta["BLOCK_M"]), p.batch * p.heads, num_splits)  # noqa: E731
-    _launch(_attn_fwd, grid, q, k, v, o_dst, l_dst, p.kv_lens, p.cu_q, p.cu_k, p.scale,
+    args = (q, k, v, o_dst, l_dst, p.kv_lens, p.cu_q, p.cu_k, p.scale,
             *_rows_strides(q, p.varlen), *_rows_strides(k, p.varlen), *_rows_strides(v, p.varlen),
-            o_split, *o_strides, l_split, *p.lse_strides,
-            *p.sizes(), num_splits, *p.buckets(), **p.common(), TMA=tma)
+            o_split, *o_strides, l_split, *p.lse_strides, *p.sizes(), num_splits, *p.buckets())
+    try:
+        _launch(_attn_fwd, grid, *args, **p.common(), TMA=tma)
+    except Exception as exc:  # the descriptor path failed to build on this GPU/Triton: the pointer path, for good
+        if not tma or INTERPRET:
+            raise
+        global TMA_ALLOWED
+        TMA_ALLOWED = False
+        warnings.warn(f"tensor descriptors (TMA) failed, using the pointer path from now on: {exc}", stacklevel=3)
+        _launch(_attn_fwd, grid, *args, **p.common(), TMA=False)
     if num_splits > 1:
         block = 16
         _attn_combine[(triton.cdiv(p.len_q, block), p.batch * p.heads)](
