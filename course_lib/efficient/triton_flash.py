@@ -187,8 +187,8 @@ def _sequence(off_b, KV_LENS, CU_Q, CU_K, Lq, Lk, VARLEN: tl.constexpr):
         q_start = q_start.to(tl.int64)
         k_start = k_start.to(tl.int64)
     else:  # padded: every sequence starts at row 0 of its own batch entry; kv_lens[b] keys are real
-        q_start = 0
-        k_start = 0
+        q_start = off_b * 0  # an int64 zero, like the packed starts
+        k_start = off_b * 0
         len_q = Lq
         len_k = Lk
         kv_len = tl.load(KV_LENS + off_b)
