@@ -282,9 +282,11 @@ def _gpu_cases(quick: bool) -> list[_Case]:
               target="fwd, padded"),
         _Case("fwd+bwd", f16, *dense(8192, 128), backward=True, target="fwd+bwd"),
         _Case("fwd+bwd", bf16, *dense(8192, 128), backward=True, target="fwd+bwd"),
-        _Case("decode", f16, 4, 32, 1, 65536, 128, kv_heads=8, decode=True, target="decode"),
+        # one sequence decoding one token, 32 query heads and 8 K/V heads (GQA 4:1), as in a served model
+        _Case("decode", f16, 1, 32, 1, 65536, 128, kv_heads=8, decode=True, target="decode"),
     ]
-    cases += [_Case("decode", f16, 4, 32, 1, n, 128, kv_heads=8, decode=True) for n in (8192, 32768, 131072)]
+    cases += [_Case("decode", f16, 1, 32, 1, n, 128, kv_heads=8, decode=True) for n in (8192, 32768, 131072)]
+    cases.append(_Case("decode", f16, 8, 32, 1, 65536, 128, kv_heads=8, decode=True))  # a batch of 8 streams
     cases += [
         _Case("GQA 8:1", f16, 4, 32, 4096, 4096, 128, kv_heads=4, causal=True, flex=True),
         _Case("GQA 8:1", f16, 4, 32, 4096, 4096, 128, kv_heads=4, causal=True, backward=True),
