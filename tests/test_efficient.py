@@ -310,3 +310,25 @@ def test_varlen_errors_name_what_is_wrong(change, match):
         args["value"] = change["key"]
     with pytest.raises(ValueError, match=match):
         flash_attention_varlen(**args)
+
+
+# --- memory traffic -----------------------------------------------------------------------
+@pytest.mark.parametrize("block_q", [16, 32, 64])
+def test_tiled_reads_keys_and_values_once_per_query_block(block_q):
+    b, h, len_q, len_k, dim = 2, 3, 64, 48, 16
+    q, k, v, _ = make_inputs(b, h, len_q, len_k, dim, seed=33)
+    io = tiled.count_io(q, k, v, block_q=block_q, block_k=16)
+    blocks = math.ceil(len_q / block_q)
+    assert io["K"] == io["V"] == b * h * blocks * len_k * dim * 4  # Θ(Lq·Lk·d / BLOCK_M): once per query block
+    assert io["Q"] == io["O"] == b * h * len_q * dim * 4  # the queries and outputs: once
+    assert io["total"] == sum(io[n] for n in "QKVO")
+    assert tiled._io is None  # counting is off again
+
+
+def test_tiled_io_skips_padding_and_causal_blocks():
+    q, k, v, _ = make_inputs(2, 1, 64, 64, 16, seed=34)
+    full = tiled.count_io(q, k, v, block_q=16, block_k=16)["K"]
+    padded = tiled.count_io(q, k, v, kv_lens=[32, 32], block_q=16, block_k=16)["K"]
+    causal = tiled.count_io(q, k, v, causal=True, block_q=16, block_k=16)["K"]
+    assert padded == full // 2  # the blocks past each kv_len are never read
+    assert causal == full * (1 + 2 + 3 + 4) // 16  # query block i reads key blocks 0..i

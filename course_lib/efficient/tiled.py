@@ -46,6 +46,13 @@ LOG2E = 1.0 / math.log(2.0)
 # Outputs are allocated through this name so that tests can fill them with NaN first and
 # catch any element the loops forget to write.
 _empty = torch.empty
+# While ``count_io`` runs, the forward adds here the bytes of every block it reads and writes.
+_io: dict[str, int] | None = None
+
+
+def _count(name: str, elements: int, like: torch.Tensor) -> None:
+    if _io is not None:
+        _io[name] += elements * like.element_size()
 
 
 def _head_chunk(block_q: int, block_k: int) -> int:
@@ -103,6 +110,7 @@ def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k, group=1):
         for q0 in range(0, len_q, block_q):
             q1 = min(q0 + block_q, len_q)
             qb = q[h0:h1, q0:q1].float() * (scale * LOG2E)  # scale and log2(e) folded into q: no pass over the tile
+            _count("Q", qb.numel(), q)
             m_i = torch.full((h1 - h0, q1 - q0, 1), -math.inf, device=q.device)
             l_i = torch.zeros((h1 - h0, q1 - q0, 1), device=q.device)
             acc = torch.zeros((h1 - h0, q1 - q0, dim), device=q.device)
@@ -112,6 +120,8 @@ def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k, group=1):
             for k0 in range(0, max(hi, 0), block_k):
                 k1 = min(k0 + block_k, hi)
                 s = tile[: (h1 - h0) * (q1 - q0) * (k1 - k0)].view(h1 - h0, q1 - q0, k1 - k0)
+                _count("K", (h1 - h0) * (k1 - k0) * dim, k)  # K_j and V_j, read again for every query block
+                _count("V", (h1 - h0) * (k1 - k0) * dim, v)
                 torch.bmm(qb, kc[:, k0:k1].transpose(1, 2), out=s)
                 masked = _apply_masks(s, lens, lens_min, q0, q1, k0, k1, causal, shift)
                 m_new = torch.maximum(m_i, s.amax(dim=-1, keepdim=True))
@@ -124,6 +134,7 @@ def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k, group=1):
                 m_i = m_new
             # A row that saw no key has l_i = 0: its output is 0 and its lse is -inf (log of an empty sum).
             out[h0:h1, q0:q1] = acc.div_(l_i.masked_fill(l_i == 0, 1.0))
+            _count("O", acc.numel(), q)
             lse[h0:h1, q0:q1] = ((m_i + l_i.log2()) / LOG2E).squeeze(-1)  # back to natural log
     return out, lse
 
@@ -243,3 +254,37 @@ def tiled_attention(
     scale = default_scale(query.shape[-1], scale)
     out, lse = _TiledAttention.apply(query, key, value, lens, bool(causal), scale, int(block_q), int(block_k))
     return (out, lse) if return_lse else out
+
+
+def count_io(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    kv_lens: Lengths | None = None,
+    causal: bool = False,
+    block_q: int = BLOCK_Q,
+    block_k: int = BLOCK_K,
+) -> dict[str, int]:
+    """Bytes the tiled forward moves, counted block by block while it runs.
+
+    A fused kernel with the same tiles would read exactly these blocks from memory: each
+    query block ``Q_i`` once, and every key block ``K_j``, ``V_j`` it visits once *per query
+    block*; it writes each output block once. So K and V cost about
+    ``ceil(len_q / block_q) · len_k · d`` elements each per head (fewer with padding or causal
+    skipping): ``Θ(len_q · len_k · d / block_q)``, not ``O(len_k · d)``.
+
+    Returns:
+        ``{"Q": ..., "K": ..., "V": ..., "O": ...}`` in bytes of the input dtype, and
+        ``"total"``. (The heads of a chunk are counted together; the counts do not depend on it.)
+    """
+    global _io
+    _io = {"Q": 0, "K": 0, "V": 0, "O": 0}
+    try:
+        with torch.no_grad():
+            tiled_attention(query, key, value, kv_lens=kv_lens, causal=causal, block_q=block_q, block_k=block_k)
+        counts = dict(_io)
+    finally:
+        _io = None
+    counts["total"] = sum(counts.values())
+    return counts
