@@ -228,7 +228,7 @@ class MultiHeadAttention(nn.Module):
         return KVCache(growing=True)
 
     def step(
-        self, x_t: torch.Tensor, cache: KVCache, *, need_weights: bool = False
+        self, x_t: torch.Tensor, cache: KVCache, *, need_weights: bool = False, backend: str | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend new queries using cached keys and values.
 
@@ -237,6 +237,12 @@ class MultiHeadAttention(nn.Module):
         projection of the source is repeated. With a self-attention cache (from
         ``new_cache``), ``x_t`` is the newest token ``(batch, 1, d_model)``; its key
         and value are appended first, so it attends to itself and the past only.
+
+        ``backend`` (``"auto"``, ``"triton"``, ``"tiled"``, ``"sdpa"``...): attend with
+        ``course_lib.efficient.flash_attention`` instead of the textbook formula. It reads the
+        cache's smaller K/V directly (grouped-query attention), turns the cache's padding mask
+        into lengths (padding at the end only), and on a GPU with Triton splits a long cache
+        across programs (split-KV decoding). It returns no weights and applies no dropout.
 
         Returns:
             ``(batch, t, d_model)``, and with ``need_weights`` the weights
@@ -253,6 +259,13 @@ class MultiHeadAttention(nn.Module):
         elif cache.key is None or cache.key.shape[0] != x_t.shape[0]:
             raise ValueError(f"x_t {tuple(x_t.shape)} does not match the cache's batch")
         q = split_heads(self.q_proj(x_t), self.num_heads)
+        if backend is not None:
+            if need_weights:
+                raise ValueError("need_weights=True needs the textbook attention: leave backend=None")
+            from .efficient import flash_attention
+
+            out = flash_attention(q, cache.key, cache.value, key_padding_mask=cache.mask, backend=backend)
+            return self.out_proj(merge_heads(out))
         return self._attend(q, cache.key, cache.value, self._mask(cache.mask, None), need_weights)
 
     # --- interop with torch.nn.MultiheadAttention -------------------------------

@@ -198,3 +198,19 @@ def test_grouped_query_errors_name_both_counts():
         MultiHeadAttention(16, 4, num_kv_heads=3)
     with pytest.raises(ValueError, match="num_kv_heads=2 != num_heads=4"):
         MultiHeadAttention(16, 4, num_kv_heads=2).to_torch()
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "tiled"])
+@pytest.mark.parametrize("num_kv_heads", [4, 1])
+def test_step_with_an_efficient_backend_equals_the_textbook_step(backend, num_kv_heads):
+    m = MultiHeadAttention(16, 4, d_context=12, num_kv_heads=num_kv_heads).eval()
+    cache = m.precompute_context(torch.randn(2, 9, 12), padding_mask([9, 5]))
+    x_t = torch.randn(2, 3, 16)
+    torch.testing.assert_close(m.step(x_t, cache, backend=backend), m.step(x_t, cache), **tol(torch.float32))
+    with pytest.raises(ValueError, match="need_weights"):
+        m.step(x_t, cache, backend=backend, need_weights=True)
+    growing = m if m.d_context == 16 else MultiHeadAttention(16, 4, num_kv_heads=num_kv_heads).eval()
+    c1, c2 = growing.new_cache(), growing.new_cache()
+    for _ in range(3):
+        tok = torch.randn(2, 1, 16)
+        torch.testing.assert_close(growing.step(tok, c1, backend=backend), growing.step(tok, c2), **tol(torch.float32))
