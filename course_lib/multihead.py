@@ -9,7 +9,9 @@ Shapes (batch-first, docs/design.md § 3):
 
 * ``x``: ``(batch, len_q, d_model)``, the sequence that asks (e.g. the decoder);
 * ``context``: ``(batch, len_k, d_context)``, the sequence that is read (the encoder);
-* inside, heads are ``(batch, heads, len, head_dim)`` with ``head_dim = d_model // heads``.
+* inside, heads are ``(batch, heads, len, head_dim)`` with ``head_dim = d_model // heads``;
+  keys and values have ``num_kv_heads`` heads (grouped-query attention when fewer than
+  ``num_heads``: each K/V head serves ``num_heads // num_kv_heads`` query heads).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class KVCache:
       and one value per generated token.
 
     Attributes:
-        key, value: ``(batch, heads, len_k, head_dim)``, or ``None`` while empty.
+        key, value: ``(batch, kv_heads, len_k, head_dim)``, or ``None`` while empty. With
+            grouped-query attention the cache holds only the ``kv_heads`` heads.
         mask: ``(batch, len_k)`` bool, True = real token, or ``None`` (all real).
     """
 
@@ -89,20 +92,37 @@ class MultiHeadAttention(nn.Module):
         d_context: width of the context (keys and values); ``d_model`` by default.
         bias: whether the four projections have biases.
         dropout: dropout on the attention weights during training.
+        num_kv_heads: heads of the keys and values; ``num_heads`` by default. Fewer
+            (it must divide ``num_heads``) is grouped-query attention, 1 is multi-query:
+            the K and V projections have ``num_kv_heads * head_dim`` outputs, and a KV
+            cache is ``num_heads / num_kv_heads`` times smaller.
     """
 
     def __init__(
-        self, d_model: int, num_heads: int, *, d_context: int | None = None, bias: bool = True, dropout: float = 0.0
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        d_context: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        num_kv_heads: int | None = None,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        self.d_model, self.num_heads = d_model, num_heads
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads} (grouped-query attention)"
+            )
+        self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.d_context = d_model if d_context is None else d_context
         self.head_dim = d_model // num_heads
+        kv_width = num_kv_heads * self.head_dim
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(self.d_context, d_model, bias=bias)
-        self.v_proj = nn.Linear(self.d_context, d_model, bias=bias)
+        self.k_proj = nn.Linear(self.d_context, kv_width, bias=bias)
+        self.v_proj = nn.Linear(self.d_context, kv_width, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -123,6 +143,9 @@ class MultiHeadAttention(nn.Module):
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, need_weights: bool
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        group = self.num_heads // self.num_kv_heads
+        if group > 1:  # each K/V head serves `group` query heads (the cache keeps the small K/V)
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         out, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
         if self.training and self.dropout.p > 0:
             out = self.dropout(weights) @ v  # dropout on the weights, as in nn.MultiheadAttention
@@ -180,8 +203,8 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"x {tuple(x.shape)} and context {tuple(context.shape)} have different batch sizes")
         self._check_context_mask(context_mask, context.shape[0], context.shape[1])
         q = split_heads(self.q_proj(x), self.num_heads)
-        k = split_heads(self.k_proj(context), self.num_heads)
-        v = split_heads(self.v_proj(context), self.num_heads)
+        k = split_heads(self.k_proj(context), self.num_kv_heads)
+        v = split_heads(self.v_proj(context), self.num_kv_heads)
         return self._attend(q, k, v, self._mask(context_mask, attn_mask), need_weights)
 
     # --- decoding with a KV cache --------------------------------------------
@@ -194,8 +217,8 @@ class MultiHeadAttention(nn.Module):
         """
         self._check_width(context, self.d_context, "context")
         self._check_context_mask(context_mask, context.shape[0], context.shape[1])
-        k = split_heads(self.k_proj(context), self.num_heads)
-        v = split_heads(self.v_proj(context), self.num_heads)
+        k = split_heads(self.k_proj(context), self.num_kv_heads)
+        v = split_heads(self.v_proj(context), self.num_kv_heads)
         return KVCache(k, v, context_mask, growing=False)
 
     def new_cache(self) -> KVCache:
@@ -205,7 +228,7 @@ class MultiHeadAttention(nn.Module):
         return KVCache(growing=True)
 
     def step(
-        self, x_t: torch.Tensor, cache: KVCache, *, need_weights: bool = False
+        self, x_t: torch.Tensor, cache: KVCache, *, need_weights: bool = False, backend: str | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend new queries using cached keys and values.
 
@@ -214,6 +237,12 @@ class MultiHeadAttention(nn.Module):
         projection of the source is repeated. With a self-attention cache (from
         ``new_cache``), ``x_t`` is the newest token ``(batch, 1, d_model)``; its key
         and value are appended first, so it attends to itself and the past only.
+
+        ``backend`` (``"auto"``, ``"triton"``, ``"tiled"``, ``"sdpa"``...): attend with
+        ``course_lib.efficient.flash_attention`` instead of the textbook formula. It reads the
+        cache's smaller K/V directly (grouped-query attention), turns the cache's padding mask
+        into lengths (padding at the end only), and on a GPU with Triton splits a long cache
+        across programs (split-KV decoding). It returns no weights and applies no dropout.
 
         Returns:
             ``(batch, t, d_model)``, and with ``need_weights`` the weights
@@ -225,11 +254,18 @@ class MultiHeadAttention(nn.Module):
             if x_t.shape[1] != 1:
                 raise ValueError(f"a self-attention cache takes one token at a time, got x_t {tuple(x_t.shape)}")
             cache.append(
-                split_heads(self.k_proj(x_t), self.num_heads), split_heads(self.v_proj(x_t), self.num_heads)
+                split_heads(self.k_proj(x_t), self.num_kv_heads), split_heads(self.v_proj(x_t), self.num_kv_heads)
             )
         elif cache.key is None or cache.key.shape[0] != x_t.shape[0]:
             raise ValueError(f"x_t {tuple(x_t.shape)} does not match the cache's batch")
         q = split_heads(self.q_proj(x_t), self.num_heads)
+        if backend is not None:
+            if need_weights:
+                raise ValueError("need_weights=True needs the textbook attention: leave backend=None")
+            from .efficient import flash_attention
+
+            out = flash_attention(q, cache.key, cache.value, key_padding_mask=cache.mask, backend=backend)
+            return self.out_proj(merge_heads(out))
         return self._attend(q, cache.key, cache.value, self._mask(cache.mask, None), need_weights)
 
     # --- interop with torch.nn.MultiheadAttention -------------------------------
@@ -263,6 +299,11 @@ class MultiHeadAttention(nn.Module):
 
     def to_torch(self) -> nn.MultiheadAttention:
         """An ``nn.MultiheadAttention`` (``batch_first=True``) with the same weights."""
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError(
+                f"nn.MultiheadAttention has no grouped-query attention: num_kv_heads={self.num_kv_heads} "
+                f"!= num_heads={self.num_heads}"
+            )
         bias = self.q_proj.bias is not None
         mha = nn.MultiheadAttention(
             self.d_model,

@@ -96,8 +96,11 @@ def check_backend(attend, q, k, v, dout, lens, causal, *, scale=None, grads=True
     dtype = q.dtype
     mask = reference_mask(lens, q.shape[2], k.shape[2], causal)
     mask = None if mask is None else mask.to(q.device)
-    ref, _ = reference_attention(q, k, v, mask, scale=scale)
-    lowp = _lowp_reference(q, k, v, mask, scale) if rounds_p and dtype != torch.float32 else None
+    # Grouped-query attention: the reference repeats each K/V head for its group (autograd sums dK, dV back).
+    group = q.shape[1] // k.shape[1]
+    k_rep, v_rep = (t.repeat_interleave(group, dim=1) for t in (k, v)) if group > 1 else (k, v)
+    ref, _ = reference_attention(q, k_rep, v_rep, mask, scale=scale)
+    lowp = _lowp_reference(q, k_rep, v_rep, mask, scale) if rounds_p and dtype != torch.float32 else None
     out = attend(q, k, v)
     assert out.shape == q.shape and out.dtype == dtype
     assert torch.isfinite(out).all(), "non-finite output"
@@ -118,6 +121,39 @@ def check_backend(attend, q, k, v, dout, lens, causal, *, scale=None, grads=True
     if lens is not None:  # padding keys get exactly zero gradient
         for b, n in enumerate(lens):
             assert (got[1][b, :, n:] == 0).all() and (got[2][b, :, n:] == 0).all()
+
+
+LAYOUTS = ("contiguous", "transposed", "fused", "expanded")
+
+
+def with_layout(q, k, v, layout: str):
+    """The same q, k, v values, laid out in memory as real models lay them out; differentiable views.
+
+    * ``contiguous``: ``(batch, heads, len, head_dim)`` as allocated;
+    * ``transposed``: views of ``(batch, len, heads, head_dim)`` storage, as ``split_heads`` makes;
+    * ``fused``: K and V sliced from one ``(batch, len_k, 2, heads, head_dim)`` projection (and Q from
+      ``(batch, len_q, 3, heads, head_dim)``), as ``view(...).unbind(2)`` of a fused QKV linear makes;
+    * ``expanded``: K and V ``expand()``-ed from one head (stride 0), as a multi-query model might pass
+      them; their values are those of head 0.
+
+    Returns ``(q, k, v)`` views that are not leaves: gradients with respect to them are what is tested.
+    """
+    q, k, v = (t.detach() for t in (q, k, v))
+    if layout == "contiguous":
+        return tuple(t.clone().requires_grad_() for t in (q, k, v))
+    if layout == "transposed":
+        bases = [t.transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v)]
+        return tuple(base.transpose(1, 2) for base in bases)
+    if layout == "fused":
+        q3 = torch.stack([q.transpose(1, 2)] * 3, dim=2).contiguous().requires_grad_()
+        kv = torch.stack([k.transpose(1, 2), v.transpose(1, 2)], dim=2).contiguous().requires_grad_()
+        k_view, v_view = kv.unbind(2)
+        return q3.unbind(2)[0].transpose(1, 2), k_view.transpose(1, 2), v_view.transpose(1, 2)
+    assert layout == "expanded"
+    heads = k.shape[1]
+    k1, v1 = (t[:, :1].clone().requires_grad_() for t in (k, v))
+    q_leaf = q.clone().requires_grad_()
+    return q_leaf * 1.0, k1.expand(-1, heads, -1, -1), v1.expand(-1, heads, -1, -1)
 
 
 def _nan_empty(*args, **kwargs) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """course_lib.efficient on the CPU: the naive, SDPA and tiled backends against the float64 reference."""
 
 import functools
+import importlib.util
 import itertools
 import math
 
 import pytest
 import torch
 from efficient_cases import (
+    LAYOUTS,
     LENGTHS,
     LENS_MODES,
     case_seed,
@@ -15,6 +17,7 @@ from efficient_cases import (
     make_lens,
     one_thread,  # noqa: F401  (an autouse fixture: every test runs on one thread)
     poison_outputs,
+    with_layout,
 )
 from reference import tol
 
@@ -22,6 +25,7 @@ from course_lib.complexity import peak_memory
 from course_lib.efficient import (
     attention_mask,
     flash_attention,
+    flash_attention_varlen,
     kv_lens_from_padding_mask,
     tiled,
     tiled_attention,
@@ -69,7 +73,16 @@ def test_backend_matches_reference_half(backend, dtype, len_q, len_k, causal, mo
     check_backend(_attend(backend)(lens, causal), q, k, v, dout, lens, causal, rounds_p=backend == "sdpa")
 
 
-@pytest.mark.parametrize("backend", ["naive", "sdpa", "tiled"])
+TRITON_PARAM = pytest.param(
+    "triton",
+    marks=[
+        pytest.mark.triton,
+        pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="the triton package is not installed"),
+    ],
+)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "tiled", TRITON_PARAM])
 def test_custom_scale_and_non_contiguous_inputs(backend):
     q, k, v, dout = make_inputs(2, 4, 9, 21, 16, seed=5)
     # (batch, len, heads, dim) storage seen as (batch, heads, len, dim): strided, not contiguous.
@@ -208,3 +221,114 @@ def test_tiled_never_builds_the_score_matrix():
     _, bwd = peak_memory(functools.partial(out.backward, retain_graph=True), dout)
     assert naive >= scores_bytes  # the naive version holds at least one (len_q, len_k) matrix
     assert fwd < scores_bytes / 8 and bwd < scores_bytes / 4, (fwd, bwd, scores_bytes)
+
+
+# --- layouts, grouped-query attention, packed sequences ---------------------------------
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "tiled", "tiled-small-blocks"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("len_q,len_k,causal,lens", [(33, 33, True, None), (17, 40, True, [40, 9])])
+def test_any_layout_every_backend(backend, layout, len_q, len_k, causal, lens, monkeypatch):
+    poison_outputs(monkeypatch)
+    q, k, v, dout = make_inputs(2, 2, len_q, len_k, 16, seed=case_seed(backend, layout, len_q))
+    q, k, v = with_layout(q, k, v, layout)
+    check_backend(_attend(backend)(lens, causal), q, k, v, dout, lens, causal)
+
+
+def _gqa(batch, heads, kv_heads, len_q, len_k, dim, seed, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, len_q, dim, generator=gen).to(dtype).requires_grad_()
+    k, v = (torch.randn(batch, kv_heads, len_k, dim, generator=gen).to(dtype).requires_grad_() for _ in "kv")
+    return q, k, v, torch.randn(batch, heads, len_q, dim, generator=gen).to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "tiled", "tiled-small-blocks"])
+@pytest.mark.parametrize("heads,kv_heads,causal,lens", [(4, 2, True, [40, 7]), (3, 1, False, None), (8, 2, True, None)])
+def test_grouped_query_attention_every_backend(backend, heads, kv_heads, causal, lens, monkeypatch):
+    poison_outputs(monkeypatch)
+    q, k, v, dout = _gqa(2, heads, kv_heads, 17, 40, 16, case_seed("gqa", backend, heads, kv_heads))
+    check_backend(_attend(backend)(lens, causal), q, k, v, dout, lens, causal)
+
+
+def test_grouped_query_attention_equals_torch_enable_gqa():
+    q, k, v, _ = _gqa(2, 8, 2, 9, 21, 16, 30)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    for backend in ("naive", "sdpa", "tiled"):
+        torch.testing.assert_close(flash_attention(q, k, v, backend=backend), expected, msg=backend)
+
+
+def test_heads_that_do_not_divide_name_both_counts():
+    q, k, v, _ = _gqa(1, 6, 4, 3, 5, 16, 31)
+    for backend in ("naive", "sdpa", "tiled"):
+        with pytest.raises(ValueError, match=r"query heads \(6\) must be a multiple of key/value heads \(4\)"):
+            flash_attention(q, k, v, backend=backend)
+
+
+def _cu(lens):
+    return torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "tiled"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_reference_path_equals_padded_attention(backend, causal):
+    lens_q, lens_k = [5, 0, 9], [7, 4, 9]
+    gen = torch.Generator().manual_seed(32)
+    q = torch.randn(sum(lens_q), 4, 16, generator=gen)
+    k, v = (torch.randn(sum(lens_k), 2, 16, generator=gen) for _ in "kv")
+    out = flash_attention_varlen(q, k, v, _cu(lens_q), _cu(lens_k), 9, 9, causal=causal, backend=backend)
+    assert out.shape == q.shape
+    cq, ck = _cu(lens_q).tolist(), _cu(lens_k).tolist()
+    for b in range(3):  # each sequence alone, as a batch of one
+        qb, kb, vb = (t[s[b]:s[b + 1]].transpose(0, 1)[None] for t, s in ((q, cq), (k, ck), (v, ck)))
+        if qb.shape[2]:
+            expected = flash_attention(qb, kb, vb, causal=causal, backend="naive")[0].transpose(0, 1)
+            torch.testing.assert_close(out[cq[b]:cq[b + 1]], expected)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"cu_seqlens_q": torch.tensor([0, 3, 9])}, "int32"),
+        ({"cu_seqlens_q": torch.tensor([0, 3, 8], dtype=torch.int32)}, r"rise from 0 to 9"),
+        ({"cu_seqlens_k": torch.tensor([0, 12], dtype=torch.int32)}, "same number of sequences"),
+        ({"max_seqlen_q": 4}, r"max_seqlen_q=4 is shorter"),
+        ({"key": torch.randn(12, 3, 16)}, r"query heads \(4\).*key/value heads \(3\)"),
+        ({"query": torch.randn(9, 4, 8)}, r"same head_dim.*\(9, 4, 8\)"),
+    ],
+)
+def test_varlen_errors_name_what_is_wrong(change, match):
+    args = {
+        "query": torch.randn(9, 4, 16),
+        "key": torch.randn(12, 2, 16),
+        "value": torch.randn(12, 2, 16),
+        "cu_seqlens_q": _cu([3, 6]),
+        "cu_seqlens_k": _cu([5, 7]),
+        "max_seqlen_q": 6,
+        "max_seqlen_k": 7,
+    }
+    args.update(change)
+    if "key" in change:
+        args["value"] = change["key"]
+    with pytest.raises(ValueError, match=match):
+        flash_attention_varlen(**args)
+
+
+# --- memory traffic -----------------------------------------------------------------------
+@pytest.mark.parametrize("block_q", [16, 32, 64])
+def test_tiled_reads_keys_and_values_once_per_query_block(block_q):
+    b, h, len_q, len_k, dim = 2, 3, 64, 48, 16
+    q, k, v, _ = make_inputs(b, h, len_q, len_k, dim, seed=33)
+    io = tiled.count_io(q, k, v, block_q=block_q, block_k=16)
+    blocks = math.ceil(len_q / block_q)
+    assert io["K"] == io["V"] == b * h * blocks * len_k * dim * 4  # Θ(Lq·Lk·d / BLOCK_M): once per query block
+    assert io["Q"] == io["O"] == b * h * len_q * dim * 4  # the queries and outputs: once
+    assert io["total"] == sum(io[n] for n in "QKVO")
+    assert tiled._io is None  # counting is off again
+
+
+def test_tiled_io_skips_padding_and_causal_blocks():
+    q, k, v, _ = make_inputs(2, 1, 64, 64, 16, seed=34)
+    full = tiled.count_io(q, k, v, block_q=16, block_k=16)["K"]
+    padded = tiled.count_io(q, k, v, kv_lens=[32, 32], block_q=16, block_k=16)["K"]
+    causal = tiled.count_io(q, k, v, causal=True, block_q=16, block_k=16)["K"]
+    assert padded == full // 2  # the blocks past each kv_len are never read
+    assert causal == full * (1 + 2 + 3 + 4) // 16  # query block i reads key blocks 0..i

@@ -68,3 +68,42 @@ def test_autotuning_picks_a_config(flash, monkeypatch):
         best = flash._TUNED[kernel][0].best_config  # set by the autotuner once it has timed the configs
         blocks = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in configs}
         assert (best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"]) in blocks, best
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "heads,kv_heads,len_q,len_k,causal,lens,splits",
+    [
+        (8, 1, 1, 8192, False, [8192, 3000], None),
+        (8, 2, 300, 1000, True, [1000, 517], 1),
+        (4, 4, 16, 4096, True, None, 7),
+    ],
+)
+def test_gqa_and_split_kv_in_half_precision(flash, dtype, heads, kv_heads, len_q, len_k, causal, lens, splits):
+    gen = torch.Generator().manual_seed(case_seed("gqa-gpu", dtype, heads, len_q))
+    q = torch.randn(2, heads, len_q, 64, generator=gen).to("cuda", dtype).requires_grad_()
+    k, v = (torch.randn(2, kv_heads, len_k, 64, generator=gen).to("cuda", dtype).requires_grad_() for _ in "kv")
+    dout = torch.randn(2, heads, len_q, 64, generator=gen).to("cuda", dtype)
+    attend = lambda q, k, v: flash.triton_attention(q, k, v, kv_lens=lens, causal=causal, num_splits=splits)  # noqa: E731
+    check_backend(attend, q, k, v, dout, lens, causal, rounds_p=True)
+
+
+def test_split_kv_heuristic_splits_a_long_decode(flash):
+    q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.float16)
+    assert flash._num_splits(None, q, 65536) > 1  # 8 query blocks cannot fill the GPU alone
+    assert flash._num_splits(None, torch.randn(8, 16, 4096, 128, device="cuda"), 4096) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_varlen_in_half_precision_equals_each_sequence_alone(flash, dtype):
+    from course_lib.efficient import flash_attention_varlen
+
+    lens_q, lens_k = [1, 700, 129, 64], [300, 700, 1000, 0]
+    cu = lambda lens: torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")  # noqa: E731
+    q = torch.randn(sum(lens_q), 8, 128, device="cuda", dtype=dtype)
+    k, v = (torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=dtype) for _ in "kv")
+    args = (q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k))
+    out = flash_attention_varlen(*args, causal=True, backend="triton")
+    ref = flash_attention_varlen(*(t.float() if t.is_floating_point() else t for t in args[:5]), *args[5:],
+                                 causal=True, backend="sdpa")
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)

@@ -166,3 +166,51 @@ def test_module_errors():
         m(x, torch.randn(3, 4, 6))
     with pytest.raises(ValueError, match="kdim"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, kdim=4, vdim=6))
+
+
+# --- grouped-query attention ----------------------------------------------------------
+def test_grouped_query_attention_module_matches_sdpa_with_enable_gqa():
+    m = MultiHeadAttention(16, 4, d_context=12, num_kv_heads=2)
+    assert m.k_proj.out_features == m.v_proj.out_features == 2 * 4  # num_kv_heads * head_dim
+    x, ctx, mask = torch.randn(2, 6, 16), torch.randn(2, 9, 12), padding_mask([9, 5])
+    q = split_heads(m.q_proj(x), 4)
+    k, v = split_heads(m.k_proj(ctx), 2), split_heads(m.v_proj(ctx), 2)
+    attn = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=True)
+    expected = m.out_proj(merge_heads(attn))
+    torch.testing.assert_close(m(x, ctx, context_mask=mask), expected, **tol(torch.float32))
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_grouped_query_caches_hold_the_smaller_keys_and_equal_forward(num_kv_heads):
+    m = MultiHeadAttention(16, 4, num_kv_heads=num_kv_heads)
+    x = torch.randn(2, 5, 16)
+    full = m(x, attn_mask=causal_mask(5))
+    cache = m.new_cache()
+    outs = [m.step(x[:, t : t + 1], cache) for t in range(5)]
+    torch.testing.assert_close(torch.cat(outs, 1), full, **tol(torch.float32))
+    assert cache.key.shape == cache.value.shape == (2, num_kv_heads, 5, 4)
+    source = m.precompute_context(torch.randn(2, 7, 16))
+    assert source.key.shape == (2, num_kv_heads, 7, 4)
+
+
+def test_grouped_query_errors_name_both_counts():
+    with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
+        MultiHeadAttention(16, 4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="num_kv_heads=2 != num_heads=4"):
+        MultiHeadAttention(16, 4, num_kv_heads=2).to_torch()
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "tiled"])
+@pytest.mark.parametrize("num_kv_heads", [4, 1])
+def test_step_with_an_efficient_backend_equals_the_textbook_step(backend, num_kv_heads):
+    m = MultiHeadAttention(16, 4, d_context=12, num_kv_heads=num_kv_heads).eval()
+    cache = m.precompute_context(torch.randn(2, 9, 12), padding_mask([9, 5]))
+    x_t = torch.randn(2, 3, 16)
+    torch.testing.assert_close(m.step(x_t, cache, backend=backend), m.step(x_t, cache), **tol(torch.float32))
+    with pytest.raises(ValueError, match="need_weights"):
+        m.step(x_t, cache, backend=backend, need_weights=True)
+    growing = m if m.d_context == 16 else MultiHeadAttention(16, 4, num_kv_heads=num_kv_heads).eval()
+    c1, c2 = growing.new_cache(), growing.new_cache()
+    for _ in range(3):
+        tok = torch.randn(2, 1, 16)
+        torch.testing.assert_close(growing.step(tok, c1, backend=backend), growing.step(tok, c2), **tol(torch.float32))

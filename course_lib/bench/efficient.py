@@ -16,11 +16,17 @@ target of docs/design.md § 6 say whether it is met.
   the time target by wall-clock time with every thread (``wall``): what a user waits
   for, noisy on a shared machine, where each of the tiled version's many small
   operations can wait for a busy core. Backends are timed in turns, round after round.
-* **GPU**: the Triton kernel at ``B=8, H=16, Lq=1024, Lk=4096``, ``d`` 64 and 128,
-  fp16 and bf16, against the fastest SDPA backend: forward with no padding (target
-  ≥ 0.9), forward with half of the keys padding, given to SDPA as the equivalent
-  boolean mask (target ≥ 1.3), and forward+backward (target ≥ 0.7); also
-  ``flex_attention`` (compiled, fp16, d=64) with a key-padding block mask when torch has it.
+* **GPU**: the Triton kernel beside every SDPA backend that accepts the inputs (flash,
+  cuDNN, memory-efficient) and ``flex_attention`` (compiled, with a block mask), all timed in
+  the same rounds. In order of importance (a run with a time budget keeps the first ones):
+  the targets at head dim 128, ``L = 8k``, fp16 and bf16: forward (≥ 0.9× the best SDPA
+  backend), forward with half of the keys padding, given to SDPA as the equivalent
+  boolean mask (≥ 1.3×), forward+backward (≥ 0.7×), and decoding one query over a
+  64k-key cache, split-KV against one split (≥ 5×); then decoding at 8k–128k keys,
+  grouped-query attention 8:1, cross-attention ``Lq = 1k`` over 4k and 16k keys, and a
+  sweep of head dims 64 and 128, lengths 1k–16k, causal or not, both passes, fp16 and
+  bf16. Dense cases keep ``batch · len = 32k`` tokens and ``heads · d = 2048``. Each row
+  gives TFLOP/s and its share of the dense fp16/bf16 peak (989 TFLOP/s on H100/H200 SXM).
 
 Times and memory come from ``course_lib.complexity.measure_in_turns``, as in lessons 05 and
 07: the median of the timed calls, and the peak memory allocated during one call above what
@@ -191,6 +197,17 @@ def _cpu_rows(quick: bool) -> list[dict]:
 
 
 # --- GPU ------------------------------------------------------------------------------
+# Dense fp16/bf16 tensor-core peaks (TFLOP/s) of the GPUs this suite is meant for (SXM parts).
+DENSE_PEAKS = {"H100": H100_DENSE_TFLOPS, "H200": H100_DENSE_TFLOPS}
+DECODE_SPLIT_TARGET = 5.0  # decode Lq=1, Lk=64k: split-KV at least 5x faster than one split
+TOKENS = 32768  # dense cases: batch = TOKENS // len, so every length does about the same work per key
+
+
+def _dense_peak() -> float | None:
+    name = torch.cuda.get_device_name(0)
+    return next((peak for key, peak in DENSE_PEAKS.items() if key in name), None)
+
+
 def _sdpa_backends():
     from torch.nn.attention import SDPBackend
 
@@ -198,97 +215,232 @@ def _sdpa_backends():
     return {name.split("_")[0].lower(): getattr(SDPBackend, name) for name in names if hasattr(SDPBackend, name)}
 
 
-def _best_sdpa(fn: Callable[[], object], repeats: int, device) -> tuple[str, Measurement]:
-    """The fastest SDPA backend that accepts this call: (its name, its measurement).
-
-    When none of the fast backends accepts it, PyTorch's own choice (``"default"``).
-    """
+def _pinned(fn: Callable[[], object], backend) -> Callable[[], object]:
     from torch.nn.attention import sdpa_kernel
 
-    found = {}
-    for name, backend in _sdpa_backends().items():
+    def run():
+        with sdpa_kernel(backend):
+            return fn()
 
-        def pinned(backend=backend):
-            with sdpa_kernel(backend):
-                return fn()
-
-        try:
-            found[name] = _in_turns({name: pinned}, repeats, device, memory=True)[name]
-        except RuntimeError:  # this backend does not support these inputs (mask, dtype, head dim...)
-            continue
-    if not found:
-        found["default"] = _in_turns({"default": fn}, repeats, device, memory=True)["default"]
-    return min(found.items(), key=lambda item: item[1].seconds)
+    return run
 
 
-def _flex_fn(q, k, v, lens):
-    """``flex_attention`` with a key-padding block mask (skips empty blocks), or None when unavailable."""
+def _flex(q, k, v, lens=None, causal=False, gqa=False) -> Callable[[], object] | None:
+    """``flex_attention`` (compiled) with a block mask for the padding and causal mask; None if absent."""
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:
         return None
-    lens_t = torch.tensor(lens, device=q.device)
-    block_mask = create_block_mask(
-        lambda b, h, i, j: j < lens_t[b], q.shape[0], None, q.shape[2], k.shape[2], device=q.device
-    )
+    len_q, len_k = q.shape[2], k.shape[2]
+    lens_t = None if lens is None else torch.tensor(lens, device=q.device)
+    shift = len_k - len_q
+
+    def allowed(b, h, i, j):
+        ok = j <= i + shift if causal else j >= 0
+        return ok if lens_t is None else ok & (j < lens_t[b])
+
+    batch = None if lens is None else q.shape[0]
+    block_mask = create_block_mask(allowed, batch, None, len_q, len_k, device=q.device)
     compiled = torch.compile(flex_attention, dynamic=False)
-    return lambda: compiled(q, k, v, block_mask=block_mask)
+    return lambda: compiled(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+
+
+class _Case:
+    """One comparison: a shape, what masks it, and which calls to time."""
+
+    def __init__(self, name, dtype, batch, heads, len_q, len_k, dim, *, kv_heads=None, causal=False, lens=None,
+                 backward=False, flex=False, target=None, decode=False):
+        self.name, self.dtype, self.causal, self.lens, self.backward = name, dtype, causal, lens, backward
+        self.shape = (batch, heads, len_q, len_k, dim)
+        self.kv_heads = heads if kv_heads is None else kv_heads
+        self.flex, self.target, self.decode = flex, target, decode
+
+    def inputs(self, device):
+        batch, heads, len_q, len_k, dim = self.shape
+        gen = torch.Generator(device=device).manual_seed(0)
+        make = lambda h, n: torch.randn(  # noqa: E731
+            batch, h, n, dim, generator=gen, device=device, dtype=self.dtype
+        ).requires_grad_(self.backward)
+        return make(heads, len_q), make(self.kv_heads, len_k), make(self.kv_heads, len_k)
+
+
+def _gpu_cases(quick: bool) -> list[_Case]:
+    """The cases in order of importance: a run cut short by its time budget keeps the targets."""
+    f16, bf16 = torch.float16, torch.bfloat16
+    if quick:
+        return [
+            _Case("fwd", f16, 2, 2, 128, 512, 64, target="fwd"),
+            _Case("fwd, padded", f16, 2, 2, 128, 512, 64, lens=half_padding_lens(2, 512), target="fwd, padded"),
+            _Case("fwd+bwd", f16, 2, 2, 128, 512, 64, backward=True),
+            _Case("decode", f16, 2, 4, 1, 2048, 64, kv_heads=1, decode=True),
+        ]
+    dense = lambda L, d: (max(1, TOKENS // L), 2048 // d, L, L, d)  # noqa: E731
+    cases = [
+        _Case("fwd", f16, *dense(8192, 128), flex=True, target="fwd"),
+        _Case("fwd", bf16, *dense(8192, 128), target="fwd"),
+        _Case("fwd, padded", f16, 8, 16, 1024, 8192, 128, lens=half_padding_lens(8, 8192), flex=True,
+              target="fwd, padded"),
+        _Case("fwd+bwd", f16, *dense(8192, 128), backward=True, target="fwd+bwd"),
+        _Case("fwd+bwd", bf16, *dense(8192, 128), backward=True, target="fwd+bwd"),
+        # one sequence decoding one token, 32 query heads and 8 K/V heads (GQA 4:1), as in a served model
+        _Case("decode", f16, 1, 32, 1, 65536, 128, kv_heads=8, decode=True, target="decode"),
+    ]
+    cases += [_Case("decode", f16, 1, 32, 1, n, 128, kv_heads=8, decode=True) for n in (8192, 32768, 131072)]
+    cases.append(_Case("decode", f16, 8, 32, 1, 65536, 128, kv_heads=8, decode=True))  # a batch of 8 streams
+    cases += [
+        _Case("GQA 8:1", f16, 4, 32, 4096, 4096, 128, kv_heads=4, causal=True, flex=True),
+        _Case("GQA 8:1", f16, 4, 32, 4096, 4096, 128, kv_heads=4, causal=True, backward=True),
+        _Case("cross", f16, 8, 16, 1024, 4096, 128),
+        _Case("cross", f16, 4, 16, 1024, 16384, 128),
+        _Case("cross", f16, 8, 16, 1024, 4096, 128, backward=True),
+        _Case("fwd, causal", f16, *dense(8192, 128), causal=True, flex=True),
+        _Case("fwd+bwd, causal", f16, *dense(8192, 128), causal=True, backward=True),
+    ]
+    for dtype in (f16, bf16):  # the sweep: head dims, lengths 1k-16k, causal or not, both passes
+        for dim in (128, 64):
+            for length in (1024, 4096, 16384):
+                for causal in (False, True):
+                    for backward in (False, True):
+                        label = ("fwd+bwd" if backward else "fwd") + (", causal" if causal else "")
+                        cases.append(_Case(label, dtype, *dense(length, dim), causal=causal, backward=backward))
+    return cases
+
+
+def _atomic_dq(fn: Callable[[], object]) -> Callable[[], object]:
+    from course_lib.efficient import triton_flash
+
+    def run():
+        before, triton_flash.BACKWARD = triton_flash.BACKWARD, "atomic"
+        try:
+            return fn()
+        finally:
+            triton_flash.BACKWARD = before
+
+    return run
+
+
+def _calls(case: _Case, q, k, v, dout) -> dict[str, Callable[[], object]]:
+    """name -> call, for Triton (with and without splits when decoding), each SDPA backend and flex."""
+    from course_lib.efficient.triton_flash import triton_attention
+
+    mask = None
+    if case.lens is not None:  # SDPA sees the padding as the equivalent boolean mask
+        mask = attention_mask(torch.tensor(case.lens, device=q.device), q.shape[2], k.shape[2], case.causal)
+    gqa = case.kv_heads != case.shape[1]
+    causal_sdpa = case.causal and mask is None and q.shape[2] == k.shape[2]
+    if case.causal and not causal_sdpa and mask is None:  # bottom-right causal needs the mask in SDPA
+        mask = attention_mask(None, q.shape[2], k.shape[2], True, device=q.device)
+
+    def sdpa(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal_sdpa, enable_gqa=gqa)
+
+    ours = partial(triton_attention, kv_lens=case.lens, causal=case.causal)
+    wrap = (lambda f: _fwd_bwd(f, q, k, v, dout)) if case.backward else (lambda f: partial(f, q, k, v))
+    calls = {"triton": wrap(ours)}
+    if case.backward and case.target:  # the other backward: dQ by atomic adds inside the dK/dV kernel
+        calls["triton (atomic dQ)"] = _atomic_dq(wrap(ours))
+    if case.decode:
+        calls["triton (1 split)"] = wrap(partial(ours, num_splits=1))
+    for name, backend in _sdpa_backends().items():
+        calls[f"sdpa ({name})"] = _pinned(wrap(sdpa), backend)
+    if case.flex and not case.backward:
+        try:
+            flex = _flex(q, k, v, case.lens, case.causal, gqa)
+        except Exception as exc:  # noqa: BLE001 - one failed comparison must not abort the whole table
+            print(f"flex_attention unavailable for {case.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            flex = None
+        if flex is not None:
+            calls["flex_attention"] = flex
+    return calls
+
+
+def _working(calls: dict[str, Callable[[], object]], device: torch.device) -> tuple[dict, dict]:
+    """The calls that run (one untimed call each: compilation, autotuning), and why the others do not."""
+    ok, failed = {}, {}
+    for name, fn in calls.items():
+        try:
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - an SDPA backend refuses inputs it does not support
+            failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:90]
+    for name, fn in calls.items():
+        if name not in failed:
+            ok[name] = fn
+    return ok, failed
+
+
+def _gpu_case_rows(case: _Case, repeats: int, quick: bool, device: torch.device | None = None) -> list[dict]:
+    """The rows of one case. ``device`` is CUDA; tests pass the CPU to run this logic in the interpreter."""
+    from course_lib.efficient.triton_flash import _num_splits
+
+    device = torch.device("cuda") if device is None else device
+    q, k, v = case.inputs(device)
+    dout = torch.randn_like(q) if case.backward else None
+    calls, failed = _working(_calls(case, q, k, v, dout), device)
+    found = _in_turns(calls, repeats, device, memory=True)
+    sdpa = {n: m for n, m in found.items() if n.startswith("sdpa")}
+    best_sdpa = min(sdpa.values(), key=lambda m: m.seconds) if sdpa else None
+    peak = _dense_peak() if device.type == "cuda" else None
+    pass_ = "fwd+bwd" if case.backward else "fwd"
+    rows = []
+    for name, m in found.items():
+        row = _row(name, case.dtype, case.shape, case.lens, pass_, m, None if best_sdpa is None else best_sdpa.ms,
+                   device=device, backward=case.backward)
+        if device.type == "cuda":
+            row["% of 989 peak"] = "" if peak is None else round(100 * float(row["TFLOP/s"]) / peak, 1)
+        row["case"] = case.name + ("" if case.kv_heads == case.shape[1] else f", kv_heads={case.kv_heads}")
+        if name == "triton" and case.decode:
+            row["splits"] = _num_splits(None, q, k.shape[2])
+            if "triton (1 split)" in found:
+                row["speed vs 1 split"] = round(found["triton (1 split)"].seconds / m.seconds, 2)
+        rows.append(row)
+    triton_row = next((r for r in rows if r["backend"] == "triton"), None)
+    if case.target and triton_row is not None:
+        if case.target == "decode":
+            ratio, goal, what = triton_row.get("speed vs 1 split"), DECODE_SPLIT_TARGET, "x one split"
+        else:
+            ratio = None if best_sdpa is None else best_sdpa.seconds / found["triton"].seconds
+            goal, what = GPU_TARGETS[case.target], "x best SDPA"
+        _judge(triton_row, f"speed >= {goal}{what}", None if quick or ratio is None else ratio >= goal)
+    for name, why in failed.items():
+        rows.append({"backend": name, "case": case.name, "dtype": str(case.dtype).removeprefix("torch."),
+                     "shape": "x".join(map(str, case.shape)), "pass": pass_, "target": f"not run: {why}"})
+    return rows
 
 
 def _gpu_rows(quick: bool) -> list[dict]:
-    rows = []
-    for dim in (64,) if quick else (64, 128):
-        for dtype in (torch.float16,) if quick else (torch.float16, torch.bfloat16):
-            new = _gpu_rows_for(dim, dtype, quick)
-            for row in new:  # as they come: a run cut short by a time limit still leaves these in its log
-                print("row:", row, file=sys.stderr, flush=True)
-            rows += new
+    """Every case in turn, until the time budget (``COURSE_BENCH_BUDGET_S``) is spent.
+
+    Rows are printed as they come and, with ``COURSE_BENCH_PARTIAL_CSV``, the CSV is rewritten after
+    every case: a run cut short by a time limit still leaves what it measured.
+    """
+    import os
+    import time
+
+    from course_lib.bench import write_csv
+
+    budget = float(os.environ.get("COURSE_BENCH_BUDGET_S", "inf"))
+    partial_csv = os.environ.get("COURSE_BENCH_PARTIAL_CSV")
+    start = time.monotonic()
+    rows, cases = [], _gpu_cases(quick)
+    for i, case in enumerate(cases):
+        if time.monotonic() - start > budget:
+            rows.append({"backend": "-", "case": f"{len(cases) - i} cases left out", "target": "time budget spent"})
+            break
+        try:
+            new = _gpu_case_rows(case, 3 if quick else 10, quick)
+        except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others' rows
+            new = [{"backend": "triton", "case": case.name, "shape": "x".join(map(str, case.shape)),
+                    "target": f"failed: {type(exc).__name__}: {exc}"[:120]}]
+        finally:
+            torch.cuda.empty_cache()
+        for row in new:
+            print("row:", row, file=sys.stderr, flush=True)
+        rows += new
+        if partial_csv:
+            write_csv([{"suite": "efficient", **r} for r in rows], partial_csv)
     return rows
-
-
-def _gpu_rows_for(dim: int, dtype: torch.dtype, quick: bool) -> list[dict]:
-    from course_lib.efficient.triton_flash import triton_attention
-
-    device = torch.device("cuda")
-    repeats = 3 if quick else 10
-    shape = (2, 2, 128, 512, dim) if quick else (8, 16, 1024, 4096, dim)
-    q, k, v = _inputs(shape, dtype, device)
-    qg, kg, vg = _inputs(shape, dtype, device, requires_grad=True)
-    dout = torch.randn_like(qg)
-    lens = half_padding_lens(shape[0], shape[3])
-    mask = attention_mask(torch.tensor(lens, device=device), shape[2], shape[3], causal=False)
-    sdpa = F.scaled_dot_product_attention
-    cases = {  # label: (kv_lens, SDPA call, Triton call)
-        "fwd": (None, lambda: sdpa(q, k, v), lambda: triton_attention(q, k, v)),
-        "fwd, padded": (lens, lambda: sdpa(q, k, v, attn_mask=mask), lambda: triton_attention(q, k, v, kv_lens=lens)),
-        "fwd+bwd": (None, _fwd_bwd(sdpa, qg, kg, vg, dout), _fwd_bwd(triton_attention, qg, kg, vg, dout)),
-    }
-    rows, sdpa_times = [], {}
-    for label, (case_lens, sdpa_fn, ours) in cases.items():
-        backward = label == "fwd+bwd"
-        pass_ = "fwd+bwd" if backward else "fwd"
-        sdpa_name, sdpa_m = _best_sdpa(sdpa_fn, repeats, device)
-        sdpa_times[label] = sdpa_m.ms
-        m = _in_turns({"triton": ours}, repeats, device, memory=True)["triton"]
-        common = {"device": device, "backward": backward}
-        rows.append(_row(f"sdpa ({sdpa_name})", dtype, shape, case_lens, pass_, sdpa_m, sdpa_m.ms, **common))
-        row = _row("triton", dtype, shape, case_lens, pass_, m, sdpa_m.ms, **common)
-        target = GPU_TARGETS[label]
-        rows.append(_judge(row, f"speed >= {target}x SDPA", None if quick else sdpa_m.seconds / m.seconds >= target))
-    if not quick and dtype == torch.float16 and dim == 64:  # one flex case: its compilation takes a while
-        rows.append(_flex_row(q, k, v, lens, shape, sdpa_times["fwd, padded"], repeats, device))
-    return rows
-
-
-def _flex_row(q, k, v, lens, shape, sdpa_ms, repeats, device) -> dict:
-    try:
-        flex = _flex_fn(q, k, v, lens)
-        if flex is None:
-            return {"backend": "flex_attention", "target": "not available in this torch"}
-        m = _in_turns({"flex": flex}, repeats, device, memory=True)["flex"]
-    except Exception as exc:  # noqa: BLE001 - one failed comparison must not abort the whole table
-        return {"backend": "flex_attention", "target": f"failed: {type(exc).__name__}: {exc}"[:100]}
-    return _row("flex_attention", q.dtype, shape, lens, "fwd", m, sdpa_ms, device=device)
 
 
 def run(quick: bool = False) -> list[dict]:

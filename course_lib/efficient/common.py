@@ -3,7 +3,9 @@
 Every backend takes the same arguments and means the same thing by them:
 
 * ``query`` ``(batch, heads, len_q, head_dim)``, ``key`` and ``value``
-  ``(batch, heads, len_k, head_dim)``;
+  ``(batch, kv_heads, len_k, head_dim)``, any strides; ``kv_heads`` divides ``heads``
+  (grouped-query attention: query head ``h`` reads K/V head ``h // (heads // kv_heads)``,
+  multi-query attention when ``kv_heads = 1``);
 * ``kv_lens`` ``(batch,)``: sequence ``b`` has ``kv_lens[b]`` real keys, at the
   start; the keys after them are padding and never attended;
 * ``causal``: query ``i`` may attend to key ``j`` only when
@@ -44,11 +46,12 @@ def check_inputs(
         raise ValueError(f"expected 4-D tensors (batch, heads, len, head_dim), got {shapes}")
     if key.shape != value.shape:
         raise ValueError(f"key and value must have the same shape (batch, heads, len_k, head_dim), got {shapes}")
-    if query.shape[:2] != key.shape[:2] or query.shape[3] != key.shape[3]:
+    if query.shape[0] != key.shape[0] or query.shape[3] != key.shape[3]:
         raise ValueError(
             f"query must be (batch, heads, len_q, head_dim) with the batch, heads and head_dim of key "
-            f"(batch, heads, len_k, head_dim), got {shapes}"
+            f"(batch, kv_heads, len_k, head_dim), got {shapes}"
         )
+    check_heads(query.shape[1], key.shape[1], shapes)
     dtypes = {t.dtype for t in tensors.values()}
     if len(dtypes) != 1 or not query.is_floating_point():
         raise ValueError(f"query, key and value must share one floating-point dtype, got {sorted(map(str, dtypes))}")
@@ -64,11 +67,33 @@ def check_inputs(
             f"kv_lens must hold one integer per batch element, shape ({batch},), "
             f"got shape {tuple(lens.shape)} and dtype {lens.dtype}"
         )
-    if batch and (int(lens.min()) < 0 or int(lens.max()) > len_k):
-        raise ValueError(
-            f"kv_lens must lie in [0, len_k={len_k}] for key of shape {tuple(key.shape)}, got {lens.tolist()}"
-        )
+    if lens.device.type == "cpu":
+        if batch and (int(lens.min()) < 0 or int(lens.max()) > len_k):
+            raise ValueError(
+                f"kv_lens must lie in [0, len_k={len_k}] for key of shape {tuple(key.shape)}, got {lens.tolist()}"
+            )
+    else:  # on a GPU a check by value would wait for the GPU (a host synchronisation): assert there instead
+        torch._assert_async(((lens >= 0) & (lens <= len_k)).all(), f"kv_lens must lie in [0, len_k={len_k}]")
     return lens.to(device=query.device, dtype=torch.int32)
+
+
+def check_heads(heads: int, kv_heads: int, shapes: str = "") -> int:
+    """The group size ``heads // kv_heads``; a ``ValueError`` naming both counts if it is not whole."""
+    if kv_heads < 1 or heads % kv_heads:
+        raise ValueError(
+            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads}) for grouped-query "
+            f"attention{', got ' + shapes if shapes else ''}"
+        )
+    return heads // kv_heads
+
+
+def repeat_kv(t: torch.Tensor, heads: int, dim: int = 1) -> torch.Tensor:
+    """``(batch, kv_heads, len, d)`` → ``(batch, heads, len, d)``: each K/V head repeated for its group.
+
+    The reference paths use it (it copies); the Triton kernel indexes K/V head ``h // group`` instead.
+    """
+    group = check_heads(heads, t.shape[dim])
+    return t if group == 1 else t.repeat_interleave(group, dim=dim)
 
 
 def kv_lens_from_padding_mask(key_padding_mask: torch.Tensor, len_k: int | None = None) -> torch.Tensor:

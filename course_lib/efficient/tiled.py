@@ -46,6 +46,13 @@ LOG2E = 1.0 / math.log(2.0)
 # Outputs are allocated through this name so that tests can fill them with NaN first and
 # catch any element the loops forget to write.
 _empty = torch.empty
+# While ``count_io`` runs, the forward adds here the bytes of every block it reads and writes.
+_io: dict[str, int] | None = None
+
+
+def _count(name: str, elements: int, like: torch.Tensor) -> None:
+    if _io is not None:
+        _io[name] += elements * like.element_size()
 
 
 def _head_chunk(block_q: int, block_k: int) -> int:
@@ -78,8 +85,16 @@ def _apply_masks(s, lens, lens_min, q0, q1, k0, k1, causal, shift) -> bool:
     return masked
 
 
-def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k):
-    """Online-softmax forward. Inputs ``(BH, L, D)``; returns ``out (BH, Lq, D)`` and ``lse (BH, Lq)``, in fp32."""
+def _kv_rows(t: torch.Tensor, group: int, h0: int, h1: int) -> torch.Tensor:
+    """The K (or V) rows that query heads ``h0 ... h1 - 1`` read: head ``h // group`` (GQA)."""
+    if group == 1:
+        return t[h0:h1]
+    return t.index_select(0, torch.arange(h0, h1, device=t.device) // group)  # these few heads only
+
+
+def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k, group=1):
+    """Online-softmax forward. ``q`` ``(BH, Lq, D)``, ``k, v`` ``(BH / group, Lk, D)``;
+    returns ``out (BH, Lq, D)`` and ``lse (BH, Lq)``, in fp32."""
     bh, len_q, dim = q.shape
     len_k = k.shape[1]
     shift = len_k - len_q  # causal: query i sees keys j <= i + shift (bottom-right alignment)
@@ -95,15 +110,19 @@ def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k):
         for q0 in range(0, len_q, block_q):
             q1 = min(q0 + block_q, len_q)
             qb = q[h0:h1, q0:q1].float() * (scale * LOG2E)  # scale and log2(e) folded into q: no pass over the tile
+            _count("Q", qb.numel(), q)
             m_i = torch.full((h1 - h0, q1 - q0, 1), -math.inf, device=q.device)
             l_i = torch.zeros((h1 - h0, q1 - q0, 1), device=q.device)
             acc = torch.zeros((h1 - h0, q1 - q0, dim), device=q.device)
+            kc, vc = _kv_rows(k32, group, h0, h1), _kv_rows(v32, group, h0, h1)
             # Keys past every sequence's end, or past the last query's diagonal, are never visited.
             hi = min(lens_max, q1 + shift) if causal else lens_max
             for k0 in range(0, max(hi, 0), block_k):
                 k1 = min(k0 + block_k, hi)
                 s = tile[: (h1 - h0) * (q1 - q0) * (k1 - k0)].view(h1 - h0, q1 - q0, k1 - k0)
-                torch.bmm(qb, k32[h0:h1, k0:k1].transpose(1, 2), out=s)
+                _count("K", (h1 - h0) * (k1 - k0) * dim, k)  # K_j and V_j, read again for every query block
+                _count("V", (h1 - h0) * (k1 - k0) * dim, v)
+                torch.bmm(qb, kc[:, k0:k1].transpose(1, 2), out=s)
                 masked = _apply_masks(s, lens, lens_min, q0, q1, k0, k1, causal, shift)
                 m_new = torch.maximum(m_i, s.amax(dim=-1, keepdim=True))
                 # A row with no visible key yet has m_new = -inf; subtract 0 there so exp gives 0, not NaN.
@@ -111,16 +130,20 @@ def _forward(q, k, v, kv_lens, causal, scale, block_q, block_k):
                 p = s.sub_(m_use).exp2_()  # in place: the tile now holds exp2(score - m_new)
                 alpha = (m_i - m_use).exp2_()  # how much the old statistics shrink
                 l_i.mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
-                acc.mul_(alpha).baddbmm_(p, v32[h0:h1, k0:k1])
+                acc.mul_(alpha).baddbmm_(p, vc[:, k0:k1])
                 m_i = m_new
             # A row that saw no key has l_i = 0: its output is 0 and its lse is -inf (log of an empty sum).
             out[h0:h1, q0:q1] = acc.div_(l_i.masked_fill(l_i == 0, 1.0))
+            _count("O", acc.numel(), q)
             lse[h0:h1, q0:q1] = ((m_i + l_i.log2()) / LOG2E).squeeze(-1)  # back to natural log
     return out, lse
 
 
-def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale, block_q, block_k):
-    """Tiled backward by recomputation: each probability tile is rebuilt as ``exp(score - lse)``."""
+def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale, block_q, block_k, group=1):
+    """Tiled backward by recomputation: each probability tile is rebuilt as ``exp(score - lse)``.
+
+    With GQA (``group > 1``) dK and dV are first computed per query head, then summed over each group.
+    """
     bh, len_q, dim = q.shape
     len_k = k.shape[1]
     shift = len_k - len_q
@@ -130,8 +153,9 @@ def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale, block_q, block_k)
     # Rows that saw no key have lse = -inf; +inf makes their recomputed probabilities exactly 0.
     lse2 = lse.masked_fill(lse == -math.inf, math.inf).unsqueeze(-1) * LOG2E  # base 2, like the scores
     dq = torch.zeros((bh, len_q, dim), dtype=torch.float32, device=q.device)
-    dk = _empty((bh, len_k, dim), dtype=k.dtype, device=k.device)
-    dv = _empty((bh, len_k, dim), dtype=v.dtype, device=v.device)
+    grad_dtype = k.dtype if group == 1 else torch.float32  # summed over the group before rounding
+    dk = _empty((bh, len_k, dim), dtype=grad_dtype, device=k.device)
+    dv = _empty((bh, len_k, dim), dtype=grad_dtype, device=v.device)
     n = min(_head_chunk(min(block_q, max(len_q, 1)), block_k), max(bh, 1))
     tiles = torch.empty(2, n * min(block_q, len_q) * block_k, dtype=torch.float32, device=q.device)
     for h0 in range(0, bh, n):
@@ -144,7 +168,7 @@ def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale, block_q, block_k)
             k1 = min(k0 + block_k, len_k)
             dk_acc = torch.zeros((h1 - h0, k1 - k0, dim), device=q.device)
             dv_acc = torch.zeros((h1 - h0, k1 - k0, dim), device=q.device)
-            kb, vb = k32[h0:h1, k0:k1], v32[h0:h1, k0:k1]
+            kb, vb = _kv_rows(k32, group, h0, h1)[:, k0:k1], _kv_rows(v32, group, h0, h1)[:, k0:k1]
             # Padding keys get zero gradients; causal: query i sees key k0 only if i >= k0 - shift.
             first_q = max(0, k0 - shift) if causal else 0
             for q0 in range(first_q, len_q if k0 < lens_max else first_q, block_q):
@@ -163,6 +187,9 @@ def _backward(dout, q, k, v, out, lse, kv_lens, causal, scale, block_q, block_k)
                 dk_acc.baddbmm_(ds.transpose(1, 2), q32[:, q0:q1])  # dK = dSᵀ Q · scale (scaled at the end)
             dk[h0:h1, k0:k1] = dk_acc.mul_(scale)
             dv[h0:h1, k0:k1] = dv_acc
+    if group > 1:
+        dk = dk.view(bh // group, group, len_k, dim).sum(1).to(k.dtype)
+        dv = dv.view(bh // group, group, len_k, dim).sum(1).to(v.dtype)
     return dq.mul_(scale).to(q.dtype), dk, dv
 
 
@@ -170,14 +197,15 @@ class _TiledAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kv_lens, causal, scale, block_q, block_k):
         b, h, len_q, dim = q.shape
-        len_k = k.shape[2]
+        h_kv, len_k = k.shape[1], k.shape[2]
         lens = None if kv_lens is None else kv_lens.long().repeat_interleave(h)  # one length per (batch, head)
-        q3, k3, v3 = q.reshape(b * h, len_q, dim), k.reshape(b * h, len_k, dim), v.reshape(b * h, len_k, dim)
-        out32, lse = _forward(q3, k3, v3, lens, causal, scale, block_q, block_k)
+        q3, k3, v3 = q.reshape(b * h, len_q, dim), k.reshape(b * h_kv, len_k, dim), v.reshape(b * h_kv, len_k, dim)
+        out32, lse = _forward(q3, k3, v3, lens, causal, scale, block_q, block_k, h // h_kv)
         # The backward's delta = rowsum(dO * O) needs O before it is rounded to fp16/bf16: a rounded O
         # would put its rounding error (~0.4% in bf16) into every gradient. fp32 O costs O(len_q) per head.
         ctx.save_for_backward(q3, k3, v3, out32, lse)
         ctx.lens, ctx.causal, ctx.scale, ctx.blocks, ctx.shape = lens, causal, scale, (block_q, block_k), q.shape
+        ctx.group, ctx.kv_shape = h // h_kv, k.shape
         out, lse = out32.to(q.dtype).view(b, h, len_q, dim), lse.view(b, h, len_q)
         ctx.mark_non_differentiable(lse)
         return out, lse
@@ -187,8 +215,8 @@ class _TiledAttention(torch.autograd.Function):
         q3, k3, v3, out, lse = ctx.saved_tensors
         b, h, len_q, dim = ctx.shape
         do3 = dout.reshape(b * h, len_q, dim)
-        dq, dk, dv = _backward(do3, q3, k3, v3, out, lse, ctx.lens, ctx.causal, ctx.scale, *ctx.blocks)
-        return dq.view(ctx.shape), dk.view(b, h, -1, dim), dv.view(b, h, -1, dim), None, None, None, None, None
+        dq, dk, dv = _backward(do3, q3, k3, v3, out, lse, ctx.lens, ctx.causal, ctx.scale, *ctx.blocks, ctx.group)
+        return dq.view(ctx.shape), dk.view(ctx.kv_shape), dv.view(ctx.kv_shape), None, None, None, None, None
 
 
 def tiled_attention(
@@ -207,7 +235,8 @@ def tiled_attention(
 
     Args:
         query: ``(batch, heads, len_q, head_dim)``.
-        key, value: ``(batch, heads, len_k, head_dim)``.
+        key, value: ``(batch, kv_heads, len_k, head_dim)``; ``heads % kv_heads == 0``
+            (grouped-query attention: query head ``h`` reads K/V head ``h // (heads // kv_heads)``).
         kv_lens: ``(batch,)`` number of real keys per sequence (the rest is padding).
         causal: bottom-right aligned causal mask, as ``course_lib.causal_mask``.
         scale: factor on the scores, ``1 / sqrt(head_dim)`` by default.
@@ -225,3 +254,37 @@ def tiled_attention(
     scale = default_scale(query.shape[-1], scale)
     out, lse = _TiledAttention.apply(query, key, value, lens, bool(causal), scale, int(block_q), int(block_k))
     return (out, lse) if return_lse else out
+
+
+def count_io(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    kv_lens: Lengths | None = None,
+    causal: bool = False,
+    block_q: int = BLOCK_Q,
+    block_k: int = BLOCK_K,
+) -> dict[str, int]:
+    """Bytes the tiled forward moves, counted block by block while it runs.
+
+    A fused kernel with the same tiles would read exactly these blocks from memory: each
+    query block ``Q_i`` once, and every key block ``K_j``, ``V_j`` it visits once *per query
+    block*; it writes each output block once. So K and V cost about
+    ``ceil(len_q / block_q) · len_k · d`` elements each per head (fewer with padding or causal
+    skipping): ``Θ(len_q · len_k · d / block_q)``, not ``O(len_k · d)``.
+
+    Returns:
+        ``{"Q": ..., "K": ..., "V": ..., "O": ...}`` in bytes of the input dtype, and
+        ``"total"``. (The heads of a chunk are counted together; the counts do not depend on it.)
+    """
+    global _io
+    _io = {"Q": 0, "K": 0, "V": 0, "O": 0}
+    try:
+        with torch.no_grad():
+            tiled_attention(query, key, value, kv_lens=kv_lens, causal=causal, block_q=block_q, block_k=block_k)
+        counts = dict(_io)
+    finally:
+        _io = None
+    counts["total"] = sum(counts.values())
+    return counts
