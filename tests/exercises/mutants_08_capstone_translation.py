@@ -27,6 +27,7 @@ MUTANTS = {
         return float(hits.sum()) / float(counted.sum())
         """,
         ["test_argmax_over_the_source_words"],
+        {"feedback": "the arg-max runs over the target tokens"},  # the self-check: a RuntimeError with a hint note
     ),
     "alignment: <eos> and padding counted": (
         "alignment_accuracy",
