@@ -318,11 +318,7 @@ def check_decoder_layer(decoder_layer: Callable) -> None:
     expected_out, expected_w = reference_decoder_layer(layer, y, memory, src_mask, tgt_mask)
     c.close(weights, expected_w, "the cross-attention weights", hint, atol=1e-5)
     c.close(
-        out,
-        expected_out,
-        "the layer's output",
-        hint or "pre-norm blocks: y = y + block(norm(y)), three times",
-        atol=1e-5,
+        out, expected_out, "the layer's output (pre-norm blocks: y = y + block(norm(y)), three times)", hint, atol=1e-5
     )
     c.done()
 
