@@ -44,6 +44,7 @@ __all__ = [
     "WORD_CLASSES",
     "make_caption_task",
     "make_translation_task",
+    "pairing",
     "patchify",
     "render_scenes",
     "translate",
@@ -503,13 +504,24 @@ def _all_scenes() -> list[tuple[tuple[str, str, int, int], tuple[str, str, int, 
     return out
 
 
+def pairing(objects: tuple[tuple[str, str, int, int], tuple[str, str, int, int]]) -> tuple[tuple[str, str], ...]:
+    """The two coloured shapes of a scene, positions aside: ``(("red", "square"), ("blue", "circle"))``."""
+    return tuple((colour, shape) for colour, shape, *_ in objects)
+
+
 def make_caption_task(
     num_test: int = 1_000, *, patch_size: int = PATCH, noise: float = 0.05, seed: int = 0
 ) -> CaptionTask:
-    """All 6 912 distinct scenes, shuffled and split: the test scenes never appear in train.
+    """All 6 912 distinct scenes, split by their pair of coloured shapes.
+
+    A scene's *pairing* is its two coloured shapes, positions aside (``red square`` with ``blue circle``): 96
+    pairings, each in 72 layouts. Whole pairings are held out for testing, so no test scene shows two coloured
+    shapes that any training scene shows together; every single coloured shape, in every cell, is still seen in
+    training, with other partners.
 
     Args:
-        num_test: scenes held out for testing; the rest are for training.
+        num_test: at least this many scenes are held out: the fewest whole pairings that hold as many
+            (``len(test)`` is ``num_test`` rounded up to a multiple of 72); the rest are for training.
         patch_size: side of the square patches the model sees (a divisor of 32).
         noise: standard deviation of the Gaussian pixel noise.
         seed: seeds the shuffle and every scene's noise.
@@ -522,5 +534,13 @@ def make_caption_task(
     rng = random.Random(seed)
     rng.shuffle(layouts)
     scenes = [Scene(objects, noise_seed=seed * 1_000_003 + i) for i, objects in enumerate(layouts)]
+    pairings = sorted({pairing(objects) for objects in layouts})
+    rng.shuffle(pairings)
+    per_pairing = len(layouts) // len(pairings)
+    held_out = set(pairings[: -(-num_test // per_pairing)])  # ceil(num_test / 72) whole pairings
+    if len(held_out) == len(pairings):
+        raise ValueError(f"num_test={num_test} leaves no pairing of coloured shapes for training")
     words = [*COLOURS, *SHAPES, *ROWS, *COLUMNS, "and"]
-    return CaptionTask(Vocab.build(words), scenes[num_test:], scenes[:num_test], patch_size, noise)
+    train = [sc for sc in scenes if pairing(sc.objects) not in held_out]
+    test = [sc for sc in scenes if pairing(sc.objects) in held_out]
+    return CaptionTask(Vocab.build(words), train, test, patch_size, noise)

@@ -13,6 +13,7 @@ from course_lib.data import (  # internal tables, to check against
     Vocab,
     make_caption_task,
     make_translation_task,
+    pairing,
     patchify,
     render_scenes,
     translate,
@@ -113,12 +114,25 @@ def test_caption_task_is_deterministic_and_split_without_overlap(cap):
     again = make_caption_task(200, seed=1)
     assert again.test == cap.test and again.train[:50] == cap.train[:50]
     assert not {s.objects for s in cap.train} & {s.objects for s in cap.test}
+    assert len(cap.test) == 216  # 200 rounded up to whole pairings of 72 scenes
     order = list(COLOURS)
     assert all(order.index(s.objects[0][0]) < order.index(s.objects[1][0]) for s in cap.train)
     images = render_scenes(cap.test[:4])
     assert torch.equal(images, render_scenes(cap.test[:4]))  # a scene always renders the same...
     assert torch.equal(images[2], render_scenes(cap.test[2:3])[0])  # ...in any batch
     assert images.shape == (4, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+
+
+@pytest.mark.parametrize("num_test", [1, 200, 1000])
+def test_test_scenes_never_share_a_pair_of_shapes_with_training(num_test):
+    task = make_caption_task(num_test, seed=0)
+    train_pairs = {pairing(s.objects) for s in task.train}
+    assert not train_pairs & {pairing(s.objects) for s in task.test}  # two shapes never seen together
+    assert len(task.test) == -(-num_test // 72) * 72 and len(task.train) + len(task.test) == 6912
+    # every single coloured shape in every cell is still seen in training
+    assert {o for s in task.test for o in s.objects} <= {o for s in task.train for o in s.objects}
+    # the fewest whole pairings that hold num_test scenes
+    assert len({pairing(s.objects) for s in task.test}) == -(-num_test // 72)
 
 
 def test_rendered_shapes_have_their_colour_in_their_cell():
@@ -175,3 +189,5 @@ def test_shapes_straddle_patches():
         make_caption_task(patch_size=5)
     with pytest.raises(ValueError, match="num_test"):
         make_caption_task(num_test=10**6)
+    with pytest.raises(ValueError, match="no pairing"):
+        make_caption_task(num_test=6900)

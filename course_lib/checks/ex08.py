@@ -1,16 +1,18 @@
 """Self-checks of exercise 08, capstone: translation.
 
-from course_lib.checks import check_alignment_accuracy, check_decoder_layer, check_greedy_decode
+from course_lib.checks import check_alignment_accuracy, check_alignment_loss, check_decoder_layer, check_greedy_decode
 
 The hidden tests share the helpers that are not exported: the references
-(``reference_alignment_accuracy``, ``reference_decoder_layer``), the seeded test models
+(``reference_alignment_accuracy``, ``reference_alignment_loss``, ``reference_decoder_layer``), the seeded test models
 (``random_decoder_layer``, ``tiny_translation_model``), the diagnoses that name a
-usual mistake (``*_mistake``) and ``watch_decoding``, which counts what a decoding
+usual mistake (``*_mistake``), ``loss_gradient``, which backpropagates through the student's loss
+where it runs, and ``watch_decoding``, which counts what a decoding
 loop computes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +25,7 @@ from ..masks import causal_mask
 from ..models import DecoderLayer, EncoderDecoder, greedy_decode, translation_model
 from ._common import Check, describe
 
-__all__ = ["check_alignment_accuracy", "check_decoder_layer", "check_greedy_decode"]
+__all__ = ["check_alignment_accuracy", "check_alignment_loss", "check_decoder_layer", "check_greedy_decode"]
 
 
 def as_number(value: Any) -> float | None:
@@ -69,6 +71,11 @@ def alignment_mistake(weights: torch.Tensor, alignment: torch.Tensor, got: float
         )
     candidates += [
         (
+            float(hits.sum() // counted.sum()),
+            "the accuracy came out as a whole number: `//` is floor division, and the two counts are integers. "
+            "Divide with `/` (float(hits.sum()) / float(counted.sum())); the arg-max and the counting are fine",
+        ),
+        (
             float(hits.sum()) / alignment.numel(),
             "you divided by every position; count only the target tokens with a source word (alignment >= 0): "
             "<eos> and padding are marked -1",
@@ -101,13 +108,23 @@ def alignment_mistake(weights: torch.Tensor, alignment: torch.Tensor, got: float
     return None
 
 
+def alignment_error_hint(err: BaseException) -> str | None:
+    """A hint for the exception raised on a ``(1, 3, 4)`` batch, when it shows an arg-max over the wrong axis."""
+    if isinstance(err, RuntimeError) and "must match the size of tensor" in str(err):
+        return (
+            "the arg-max gave one index per source word (4), not one per target token (3): take it over the "
+            "source words, the last axis (weights.argmax(dim=-1))"
+        )
+    return None
+
+
 def check_alignment_accuracy(alignment_accuracy: Callable) -> None:
     """Check ``alignment_accuracy(weights, alignment) -> float``."""
     c = Check("alignment_accuracy")
     # One sentence: 3 target tokens over 4 source words; the last token is <eos> (-1, not counted).
     weights = torch.tensor([[[0.1, 0.1, 0.7, 0.1], [0.2, 0.5, 0.2, 0.1], [0.9, 0.0, 0.0, 0.1]]])
     alignment = torch.tensor([[2, 0, -1]])
-    got = c.call(alignment_accuracy, weights.clone(), alignment.clone())
+    got = c.call(alignment_accuracy, weights.clone(), alignment.clone(), hint=alignment_error_hint)
     value = as_number(got)
     c.true(value is not None, "alignment_accuracy should return a number (a float)", got=describe(got))
     c.true(
@@ -115,8 +132,7 @@ def check_alignment_accuracy(alignment_accuracy: Callable) -> None:
         "token 0 reads source word 2 (right), token 1 reads word 1 instead of 0 (wrong), token 2 is <eos> "
         "(alignment -1, not counted): the accuracy is 1/2",
         got=value,
-        hint=alignment_mistake(weights, alignment, value)
-        or "arg-max of each row over the source words, compared with the alignment, where alignment >= 0",
+        hint=alignment_mistake(weights, alignment, value),
     )
 
     # Two sentences of different lengths, padded: as many target tokens as source words.
@@ -132,8 +148,7 @@ def check_alignment_accuracy(alignment_accuracy: Callable) -> None:
         abs(value - expected) < 1e-9,
         f"on a padded batch of two sentences (4 and 2 counted tokens) the accuracy is {expected:.4g}",
         got=round(value, 4),
-        hint=alignment_mistake(weights, alignment, value)
-        or "count the hits over the whole batch and divide by the number of tokens with alignment >= 0",
+        hint=alignment_mistake(weights, alignment, value),
     )
     c.done()
 
@@ -303,11 +318,7 @@ def check_decoder_layer(decoder_layer: Callable) -> None:
     expected_out, expected_w = reference_decoder_layer(layer, y, memory, src_mask, tgt_mask)
     c.close(weights, expected_w, "the cross-attention weights", hint, atol=1e-5)
     c.close(
-        out,
-        expected_out,
-        "the layer's output",
-        hint or "pre-norm blocks: y = y + block(norm(y)), three times",
-        atol=1e-5,
+        out, expected_out, "the layer's output (pre-norm blocks: y = y + block(norm(y)), three times)", hint, atol=1e-5
     )
     c.done()
 
@@ -404,6 +415,14 @@ def decode_structure_mistake(expected: torch.Tensor, got: torch.Tensor, max_len:
                 "a row goes on after its <eos>: once a sentence has emitted <eos>, write <pad> in its row "
                 "(keep a `done` flag per row)"
             )
+    if 0 < n < expected.shape[1] and torch.equal(got, expected[:, :n]):
+        finished = (got == EOS).any(dim=1)
+        if bool(finished.any()) and not bool(finished.all()):
+            return (
+                f"decoding stopped for the whole batch after {n} step{'s' if n != 1 else ''}, when the first "
+                "sentence emitted <eos>; the other sentences were cut off. Stop only when *every* sentence is done "
+                "(a `done` flag per row, `if done.all(): break`)"
+            )
     if n > expected.shape[1] and bool((got[:, expected.shape[1] :] == PAD).all()):
         return (
             "you kept decoding after every sentence had emitted <eos>: stop as soon as all rows are done "
@@ -412,6 +431,33 @@ def decode_structure_mistake(expected: torch.Tensor, got: torch.Tensor, max_len:
     if n > max_len:
         return f"the output has {n} tokens per row; generate at most max_len = {max_len} (<eos> included)"
     return None
+
+
+def decode_padding_mistake(model: EncoderDecoder, src: torch.Tensor, got: torch.Tensor, max_len: int) -> str | None:
+    """The padding hint, only when ``got`` is what decoding gives without the source padding mask."""
+    unmasked = greedy_decode(model, src, None, max_len=max_len)
+    if got.shape == unmasked.shape and torch.equal(got, unmasked):
+        return (
+            "these are the tokens decoded without the source padding mask: pass src_mask to the encoder and to "
+            "precompute_context, so that no word reads the <pad> positions"
+        )
+    return None
+
+
+def decoded_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
+    """Where two decoded batches first differ, in one line: the shapes, and the first differing row and step."""
+    width = max(got.shape[1], expected.shape[1])
+    a = torch.nn.functional.pad(got, (0, width - got.shape[1]), value=-1)
+    b = torch.nn.functional.pad(expected, (0, width - expected.shape[1]), value=-1)
+    differ = (a != b).nonzero()
+    if len(differ) == 0:
+        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    row, step = (int(i) for i in differ[0])
+    shown = {-1: "nothing"}
+    return (
+        f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}; first difference in row {row} at step {step}: "
+        f"{shown.get(int(a[row, step]), int(a[row, step]))}, expected {shown.get(int(b[row, step]), int(b[row, step]))}"
+    )
 
 
 def check_greedy_decode(greedy_decode_fn: Callable) -> None:
@@ -435,15 +481,12 @@ def check_greedy_decode(greedy_decode_fn: Callable) -> None:
         "the output should be (batch, n): one row of ids per source",
         got=describe(got),
     )
-    hint = decode_structure_mistake(expected, got, max_len)
+    hint = decode_structure_mistake(expected, got, max_len) or decode_padding_mistake(model, src, got, max_len)
     c.true(
         got.shape == expected.shape and torch.equal(got, expected),
         "the decoded ids differ from course_lib.models.greedy_decode on 3 sources of lengths 6, 3 and 4 (0 is <pad>)",
-        got=f"{got.tolist()}, expected {expected.tolist()}",
-        hint=hint
-        or "start from <bos>; at step t feed the newest token at position t through every layer's step; take "
-        "the arg-max of the logits over the vocabulary; pass the source padding mask to the encoder and to "
-        "precompute_context",
+        got=decoded_difference(got, expected),
+        hint=hint,
     )
     counts = watch.counts()
     c.true(
@@ -466,4 +509,127 @@ def check_greedy_decode(greedy_decode_fn: Callable) -> None:
         hint="layer.self_attn.new_cache() once per layer, then layer.step(y_t, self_cache, cross_cache) with "
         "y_t of shape (batch, 1, d_model)",
     )
+    c.done()
+
+
+# -- task 4: a loss that teaches a head to align -------------------------------------------------
+
+EPS = 1e-9
+
+
+def reference_alignment_loss(weights: torch.Tensor, alignment: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """The mean, over the tokens with ``alignment >= 0``, of ``-log(max(weight on the true source word, eps))``.
+
+    ``weights`` is ``(batch, len_tgt, len_src)``, ``alignment`` ``(batch, len_tgt)``; a 0-dim tensor comes back,
+    differentiable with respect to ``weights``.
+    """
+    counted = alignment >= 0
+    picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]  # (batch, len_tgt)
+    return -(picked.clamp_min(eps).log() * counted).sum() / counted.sum()
+
+
+def _loss_variants(weights: torch.Tensor, alignment: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """``(value, hint)`` of the usual wrong versions of the alignment loss."""
+    counted = alignment >= 0
+    picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0].clamp_min(EPS)
+    nll = -picked.log()
+    per_sentence = (nll * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
+    return [
+        (
+            nll.mean(),
+            "the tokens with alignment -1 (<eos>, padding) were counted: average over alignment >= 0 only",
+        ),
+        (
+            (nll * counted).sum(),
+            "you summed the losses: divide by the number of counted tokens (a mean), so that the loss does not "
+            "grow with the batch",
+        ),
+        (
+            per_sentence[counted.any(dim=1)].mean(),
+            "you averaged per sentence; every counted target token weighs the same: divide the total by the number "
+            "of counted tokens of the whole batch",
+        ),
+        (
+            torch.nn.functional.cross_entropy(weights.flatten(0, 1), alignment.flatten(), ignore_index=-1),
+            "F.cross_entropy applies a softmax to its input, but the weights are already probabilities: the "
+            "weights went through softmax twice. Take -log of the weight on the true word (or F.nll_loss on the "
+            "log of the weights)",
+        ),
+        (
+            (picked.log() * counted).sum() / counted.sum(),
+            "the loss is negative: it is *minus* the log of the weight on the true source word",
+        ),
+        (
+            -(weights.amax(dim=-1).clamp_min(EPS).log() * counted).sum() / counted.sum(),
+            "you took the largest weight of each row; the loss reads the weight on the *true* source word, "
+            "weights[b, j, alignment[b, j]] (torch.gather)",
+        ),
+    ]
+
+
+def loss_mistake(weights: torch.Tensor, alignment: torch.Tensor, got: float | None) -> str | None:
+    """Name the usual mistake that explains ``got`` (the student's loss), if one does."""
+    if got is None:
+        return None
+    if math.isinf(got) or math.isnan(got):
+        return (
+            "a true source word with weight 0 gives log 0 = -inf: clamp the weight at eps before the log "
+            "(weight.clamp_min(eps).log())"
+        )
+    right = float(reference_alignment_loss(weights, alignment))
+    for value, hint in _loss_variants(weights, alignment):
+        value = float(value)
+        if abs(value - right) > 1e-6 and abs(value - got) < 1e-5 * max(1.0, abs(value)):
+            return hint
+    return None
+
+
+def loss_gradient(fn: Callable, weights: torch.Tensor, alignment: torch.Tensor) -> torch.Tensor | None:
+    """Call ``fn(weights, alignment)`` on a leaf tensor and return the gradient of its result with respect to
+    ``weights``; ``None`` when the result is no tensor that backpropagates to ``weights``."""
+    weights = weights.detach().clone().requires_grad_(True)
+    got = fn(weights, alignment.clone())
+    if not isinstance(got, torch.Tensor) or not got.requires_grad or got.numel() != 1:
+        return None
+    got.reshape(()).backward()
+    return weights.grad
+
+
+def check_alignment_loss(alignment_loss: Callable) -> None:
+    """Check ``alignment_loss(weights, alignment, eps=1e-9) -> 0-dim tensor``."""
+    c = Check("alignment_loss")
+    # Two sentences: 3 and 1 counted tokens; the second sentence's true word gets weight 0 once.
+    weights = torch.tensor(
+        [
+            [[0.7, 0.2, 0.1, 0.0], [0.1, 0.1, 0.2, 0.6], [0.25, 0.25, 0.25, 0.25]],
+            [[0.0, 0.5, 0.5, 0.0], [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]],
+        ]
+    )
+    alignment = torch.tensor([[0, 3, 1], [3, -1, -1]])
+    got = c.call(alignment_loss, weights.clone(), alignment.clone())
+    value = as_number(got)
+    c.true(value is not None, "alignment_loss should return a one-number tensor", got=describe(got))
+    expected = float(reference_alignment_loss(weights, alignment))
+    c.true(
+        abs(value - expected) < 1e-5 * max(1.0, expected),
+        f"-log of the weight on the true word, for the 4 counted tokens: -log(0.7), -log(0.6), -log(0.25) and "
+        f"-log(max(0, 1e-9)), whose mean is {expected:.4f}",
+        got=value,
+        hint=loss_mistake(weights, alignment, value),
+    )
+    c.true(
+        isinstance(got, torch.Tensor),
+        "alignment_loss should return a torch tensor, so that it can be trained with (loss.backward())",
+        got=describe(got),
+        hint="keep the computation in torch; float(...) or .item() cut the gradient",
+    )
+    grad = c.call(loss_gradient, alignment_loss, weights, alignment)
+    c.true(
+        grad is not None,
+        "the loss should backpropagate to the weights: it is meant to train the attention",
+        got=f"{describe(got)}, requires_grad={getattr(got, 'requires_grad', None)}",
+        hint="no .detach(), .item(), float(...) or torch.no_grad() inside alignment_loss",
+    )
+    expected_grad = loss_gradient(reference_alignment_loss, weights, alignment)
+    c.close(grad, expected_grad, "the gradient with respect to the weights", atol=1e-4)
     c.done()

@@ -1,7 +1,7 @@
 """Self-checks of exercise 09, capstone: image captioning.
 
 from course_lib.checks import (check_attention_on_object, check_caption_maps, check_object_patches,
-                               check_to_patch_grid, check_upsample_patches)
+                               check_point_to_cell, check_to_patch_grid, check_upsample_patches)
 
 The hidden tests share the helpers that are not exported: the references
 (``reference_*``), the seeded test model (``tiny_captioning_model``) and the diagnoses
@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import EOS, patchify
+from ..data import CELL, EOS, patchify
 from ..models import EncoderDecoder, captioning_model, greedy_decode
 from ._common import Check, describe
 from .ex08 import sharpened_output
 
 __all__ = [
+    "check_point_to_cell",
     "check_attention_on_object",
     "check_caption_maps",
     "check_object_patches",
@@ -431,5 +432,136 @@ def check_caption_maps(caption_maps: Callable) -> None:
     hint = caption_maps_mistake(model, images, 4, 8, tokens, maps)
     n = expected_tokens.shape[1]
     c.shape(maps, (3, n, 8, 8), f"the maps of 3 captions of {n} tokens over 8 × 8 images", hint)
-    c.close(maps, expected_maps, "the attention maps", hint or "mean over layers and heads, on the grid, upsampled")
+    c.close(maps, expected_maps, "the attention maps", hint)
+    c.done()
+
+
+# -- task 6: point at the cell -------------------------------------------------------------------
+
+
+def _cells(maps: torch.Tensor, *, normalise=True, border=1.0, offset=0.0, clamp=True, rounding="floor", swap=False):
+    """The cell of each map's centre of mass, with the knobs that the usual mistakes turn."""
+    maps = maps.double()
+    h, w = maps.shape[-2:]
+    total = maps.sum(dim=(-2, -1))
+    ys = torch.arange(h, dtype=torch.float64) + offset
+    xs = torch.arange(w, dtype=torch.float64) + offset
+    y = (maps.sum(dim=-1) * ys).sum(dim=-1)
+    x = (maps.sum(dim=-2) * xs).sum(dim=-1)
+    if normalise:
+        y, x = y / total.clamp(min=1e-300), x / total.clamp(min=1e-300)
+    cell = torch.stack([y, x], dim=-1).sub(border).div(CELL)
+    cell = cell.floor() if rounding == "floor" else cell.round()
+    if clamp:
+        cell = cell.clamp(0, 2)
+    cell = cell.long()
+    if swap:
+        cell = cell.flip(-1)
+    return cell.masked_fill((total <= 0)[..., None], -1)
+
+
+def reference_point_to_cell(maps: torch.Tensor) -> torch.Tensor:
+    """``(..., H, W)`` maps → ``(..., 2)`` long: the ``(row, col)`` of the 3 × 3 cell that holds each map's
+    centre of mass (pixel ``(i, j)`` at ``(i, j)``; cell ``floor((y - 1) / 10)``, clamped to 0..2);
+    ``(-1, -1)`` for a map that is zero everywhere."""
+    return _cells(maps)
+
+
+def _argmax_cells(maps: torch.Tensor) -> torch.Tensor:
+    h, w = maps.shape[-2:]
+    flat = maps.reshape(*maps.shape[:-2], h * w).argmax(dim=-1)
+    yx = torch.stack([flat // w, flat % w], dim=-1).double()
+    cell = yx.sub(1).div(CELL).floor().clamp(0, 2).long()
+    return cell.masked_fill((maps.sum(dim=(-2, -1)) <= 0)[..., None], -1)
+
+
+def cell_mistake(maps: torch.Tensor, got: Any) -> str | None:
+    """Name the usual mistake that explains the student's cells, if one does."""
+    got = as_tensor_or_none(got)
+    if got is None:
+        return None
+    right = reference_point_to_cell(maps)
+    if tuple(got.shape) != tuple(right.shape):
+        if tuple(got.shape) == tuple(right.shape[:-1]) + (1,) or tuple(got.shape) == tuple(right.shape[:-1]):
+            return "return both coordinates, (row, col), on a last axis of size 2"
+        return None
+    if got.is_floating_point() and bool(torch.isnan(got).any()):
+        return "a map that is zero everywhere has no centre of mass (0 / 0 is NaN): return (-1, -1) for it"
+    nonzero = maps.sum(dim=(-2, -1)) > 0
+    if torch.equal(got.long()[nonzero], right[nonzero]) and not torch.equal(got.long(), right):
+        return "a map that is zero everywhere has no centre of mass: return (-1, -1) for it"
+    variants = [
+        (
+            _cells(maps, swap=True),
+            "the coordinates are swapped: return (row, col), the row from the vertical axis (dim -2) first",
+        ),
+        (
+            _cells(maps, normalise=False),
+            "divide by the map's total: the centre of mass is sum(weight · coordinate) / sum(weight)",
+        ),
+        (
+            _cells(maps, border=0.0),
+            "the grid starts after a 1-pixel border: the cell is floor((y - 1) / 10), not floor(y / 10)",
+        ),
+        (_cells(maps, offset=0.5), "pixel (i, j) sits at coordinate (i, j), not at (i + 0.5, j + 0.5)"),
+        (
+            _cells(maps, clamp=False),
+            "clamp the cell to 0..2: a centre of mass in the border (y < 1 or y >= 31) belongs to the nearest cell",
+        ),
+        (
+            _cells(maps, rounding="round"),
+            "a cell is floor((y - 1) / 10): round() moves the upper half of a cell into the next one",
+        ),
+        (
+            _argmax_cells(maps),
+            "that is the cell of the brightest pixel; the task asks for the centre of mass, which weighs every pixel",
+        ),
+    ]
+    for candidate, hint in variants:
+        if not torch.equal(candidate, right) and torch.equal(got.long(), candidate):
+            return hint
+    return None
+
+
+def point_maps(points: list[list[tuple[int, int, float]]], size: int = 32) -> torch.Tensor:
+    """``(len(points), size, size)`` maps, each the listed pixels ``(y, x, weight)`` and zero elsewhere."""
+    maps = torch.zeros(len(points), size, size)
+    for k, pixels in enumerate(points):
+        for y, x, weight in pixels:
+            maps[k, y, x] += weight
+    return maps
+
+
+def check_point_to_cell(point_to_cell: Callable) -> None:
+    """Check ``point_to_cell(maps) -> (..., 2)`` long cells."""
+    c = Check("point_to_cell")
+    maps = point_maps(
+        [
+            [(4, 4, 1.2), (26, 15, 0.8)],  # two blobs: the centre (12.8, 8.4) lies between them, in cell (1, 0)
+            [(10, 22, 0.8), (11, 23, 0.2)],  # centre (10.2, 22.2): on a cell border, cell (0, 2)
+            [(10, 30, 0.4), (11, 31, 0.6)],  # centre (10.6, 30.6): cell (0, 2)
+            [(31, 0, 1.0)],  # in the border: cell (2, 0)
+            [],  # zero everywhere
+        ]
+    ).reshape(5, 1, 32, 32)
+    got = c.call(point_to_cell, maps.clone())
+    cells = c.array(got, "point_to_cell(maps)")
+    hint = cell_mistake(maps, got)
+    expected = reference_point_to_cell(maps)
+    c.shape(cells, (5, 1, 2), "the cells of 5 maps of shape (5, 1, 32, 32)", hint)
+    c.true(
+        np.issubdtype(cells.dtype, np.integer),
+        "the cells should be integers (a long tensor)",
+        got=describe(got),
+        hint=hint or "torch.floor(...).long()",
+    )
+    wrong = [k for k in range(5) if not np.array_equal(cells.reshape(5, 2)[k], expected.reshape(5, 2)[k].numpy())]
+    c.true(
+        not wrong,
+        "wrong cells for the centres (12.8, 8.4), (10.2, 22.2), (10.6, 30.6), (31, 0) and an empty map",
+        got=wrong
+        and f"map {wrong[0]}: {cells.reshape(5, 2)[wrong[0]].tolist()}, expected "
+        f"{expected.reshape(5, 2)[wrong[0]].tolist()}",
+        hint=hint,
+    )
     c.done()

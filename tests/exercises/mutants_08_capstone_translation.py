@@ -27,6 +27,7 @@ MUTANTS = {
         return float(hits.sum()) / float(counted.sum())
         """,
         ["test_argmax_over_the_source_words"],
+        {"feedback": "the arg-max runs over the target tokens"},  # the self-check: a RuntimeError with a hint note
     ),
     "alignment: <eos> and padding counted": (
         "alignment_accuracy",
@@ -79,6 +80,16 @@ MUTANTS = {
         return float(hits.sum()) / float(counted.sum())
         """,
         ["test_perfect_attention_scores_one"],
+    ),
+    "alignment: integer floor division": (
+        "alignment_accuracy",
+        """
+        counted = alignment >= 0
+        hits = (weights.argmax(dim=-1) == alignment) & counted
+        return float(hits.sum() // counted.sum())
+        """,
+        ["test_matches_the_definition", "test_every_token_weighs_the_same"],
+        {"feedback": "`//` is floor division", "self_check": "`//` is floor division"},
     ),
     # -- task 2: the decoder layer ---------------------------------------------------------------
     "layer: no causal mask": (
@@ -317,6 +328,34 @@ MUTANTS = {
         """,
         ["test_stops_when_every_sentence_has_finished"],
     ),
+    "decode: the whole batch stops at the first <eos>": (
+        "greedy_decode",
+        """
+        with torch.no_grad():
+            memory = model.encoder(src, src_mask)
+            caches = [(l.self_attn.new_cache(), l.cross_attn.precompute_context(memory, src_mask))
+                      for l in model.decoder.layers]
+            token = torch.full((src.shape[0],), BOS, dtype=torch.long)
+            done = torch.zeros(src.shape[0], dtype=torch.bool)
+            out = []
+            for t in range(max_len):
+                y = model.decoder.embed(token[:, None]) + model.decoder.pos[t]
+                for layer, (self_cache, cross_cache) in zip(model.decoder.layers, caches):
+                    y, _ = layer.step(y, self_cache, cross_cache)
+                logits = model.decoder.out(model.decoder.norm(y))[:, 0]
+                token = logits.argmax(dim=-1).masked_fill(done, PAD)
+                out.append(token)
+                done |= token == EOS
+                if bool((token == EOS).any()):
+                    break
+            return torch.stack(out, dim=1)
+        """,
+        ["test_generates_the_greedy_tokens", "test_padding_does_not_change_a_translation"],
+        {
+            "feedback": "the whole batch stopped at the first <eos>",
+            "self_check": "decoding stopped for the whole batch",
+        },
+    ),
     "decode: no padding after <eos>": (
         "greedy_decode",
         """
@@ -397,6 +436,7 @@ MUTANTS = {
         """
         + _DECODE_LOOP_END,
         ["test_padding_does_not_change_a_translation"],
+        {"feedback": "without the source padding mask"},
     ),
     "decode: no final LayerNorm": (
         "greedy_decode",
@@ -461,5 +501,96 @@ MUTANTS = {
             return torch.stack(out, dim=1)
         """,
         ["test_generates_the_greedy_tokens"],
+    ),
+}
+
+MUTANTS |= {
+    # -- task 4: the alignment loss ---------------------------------------------------------------
+    "loss: F.cross_entropy on the weights (a second softmax)": (
+        "alignment_loss",
+        """
+        return torch.nn.functional.cross_entropy(weights.flatten(0, 1), alignment.flatten(), ignore_index=-1)
+        """,
+        ["test_perfect_attention_costs_nothing", "test_matches_the_definition"],
+        {"feedback": "F.cross_entropy applies a softmax", "self_check": "F.cross_entropy applies a softmax"},
+    ),
+    "loss: <eos> and padding counted": (
+        "alignment_loss",
+        """
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return -picked.clamp_min(eps).log().mean()
+        """,
+        ["test_uncounted_tokens_do_not_count"],
+        {"self_check": "alignment -1 (<eos>, padding) were counted"},
+    ),
+    "loss: a sum, not a mean": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return -(picked.clamp_min(eps).log() * counted).sum()
+        """,
+        ["test_a_mean_not_a_sum"],
+        {"self_check": "you summed the losses"},
+    ),
+    "loss: mean of per-sentence means": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        nll = -(picked.clamp_min(eps).log() * counted)
+        return (nll.sum(dim=1) / counted.sum(dim=1).clamp(min=1))[counted.any(dim=1)].mean()
+        """,
+        ["test_every_token_weighs_the_same"],
+        {"feedback": "you averaged per sentence", "self_check": "you averaged per sentence"},
+    ),
+    "loss: no clamp before the log": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return -picked.log()[counted].mean()
+        """,
+        ["test_a_zero_weight_is_clamped"],
+        {"feedback": "log 0 = -inf", "self_check": "log 0 = -inf"},
+    ),
+    "loss: the largest weight instead of the true word's": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        return -(weights.amax(dim=-1).clamp_min(eps).log() * counted).sum() / counted.sum()
+        """,
+        ["test_matches_the_definition"],
+        {"feedback": "you took the largest weight", "self_check": "you took the largest weight"},
+    ),
+    "loss: the log without its minus sign": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return (picked.clamp_min(eps).log() * counted).sum() / counted.sum()
+        """,
+        ["test_matches_the_definition"],
+        {"feedback": "the loss is negative", "self_check": "the loss is negative"},
+    ),
+    "loss: returned as a float": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return float(-(picked.clamp_min(eps).log() * counted).sum() / counted.sum())
+        """,
+        ["test_gradient_reaches_the_weights"],
+        {"feedback": "did not backpropagate", "self_check": "should return a torch tensor"},
+    ),
+    "loss: detached from the weights": (
+        "alignment_loss",
+        """
+        counted = alignment >= 0
+        picked = weights.detach().gather(-1, alignment.clamp(min=0)[..., None])[..., 0]
+        return -(picked.clamp_min(eps).log() * counted).sum() / counted.sum()
+        """,
+        ["test_gradient_reaches_the_weights"],
+        {"feedback": "did not backpropagate", "self_check": "should backpropagate to the weights"},
     ),
 }

@@ -264,3 +264,80 @@ MUTANTS = {
         ["test_tokens_are_the_greedy_caption"],
     ),
 }
+
+_CENTRE = """
+        h, w = maps.shape[-2:]
+        maps = maps.double()
+        total = maps.sum(dim=(-2, -1))
+        y = (maps.sum(dim=-1) * torch.arange(h, dtype=maps.dtype)).sum(dim=-1) / total
+        x = (maps.sum(dim=-2) * torch.arange(w, dtype=maps.dtype)).sum(dim=-1) / total
+"""
+_EMPTY = """
+        return cell.masked_fill((total == 0)[..., None], -1)
+"""
+
+MUTANTS |= {
+    # -- task 6: point at the cell ----------------------------------------------------------------
+    "cell: (col, row) instead of (row, col)": (
+        "point_to_cell",
+        _CENTRE + "        cell = ((torch.stack([x, y], dim=-1) - 1) / CELL).floor().clamp(0, 2).long()" + _EMPTY,
+        ["test_row_first"],
+        {"feedback": "the coordinates are swapped", "self_check": "the coordinates are swapped"},
+    ),
+    "cell: not divided by the map's total": (
+        "point_to_cell",
+        """
+        h, w = maps.shape[-2:]
+        maps = maps.double()
+        total = maps.sum(dim=(-2, -1))
+        y = (maps.sum(dim=-1) * torch.arange(h, dtype=maps.dtype)).sum(dim=-1)
+        x = (maps.sum(dim=-2) * torch.arange(w, dtype=maps.dtype)).sum(dim=-1)
+        cell = ((torch.stack([y, x], dim=-1) - 1) / CELL).floor().clamp(0, 2).long()
+        """
+        + _EMPTY,
+        ["test_matches_the_definition"],
+        {"feedback": "divide by the map's total", "self_check": "divide by the map's total"},
+    ),
+    "cell: the 1-pixel border forgotten": (
+        "point_to_cell",
+        _CENTRE + "        cell = (torch.stack([y, x], dim=-1) / CELL).floor().clamp(0, 2).long()" + _EMPTY,
+        ["test_the_border_and_the_cell_width"],
+        {"feedback": "1-pixel border", "self_check": "1-pixel border"},
+    ),
+    "cell: pixel centres at i + 0.5": (
+        "point_to_cell",
+        _CENTRE + "        cell = ((torch.stack([y, x], dim=-1) - 0.5) / CELL).floor().clamp(0, 2).long()" + _EMPTY,
+        ["test_the_border_and_the_cell_width"],
+        {"self_check": "pixel (i, j) sits at coordinate"},
+    ),
+    "cell: not clamped": (
+        "point_to_cell",
+        _CENTRE + "        cell = ((torch.stack([y, x], dim=-1) - 1) / CELL).floor().long()" + _EMPTY,
+        ["test_centres_in_the_border_are_clamped"],
+        {"feedback": "clamp the cell to 0..2", "self_check": "clamp the cell to 0..2"},
+    ),
+    "cell: rounded instead of floored": (
+        "point_to_cell",
+        _CENTRE + "        cell = ((torch.stack([y, x], dim=-1) - 1) / CELL).round().clamp(0, 2).long()" + _EMPTY,
+        ["test_the_border_and_the_cell_width"],
+        {"feedback": "round() moves", "self_check": "round() moves"},
+    ),
+    "cell: the brightest pixel": (
+        "point_to_cell",
+        """
+        h, w = maps.shape[-2:]
+        flat = maps.reshape(*maps.shape[:-2], h * w).argmax(dim=-1)
+        yx = torch.stack([flat // w, flat % w], dim=-1).double()
+        cell = ((yx - 1) / CELL).floor().clamp(0, 2).long()
+        return cell.masked_fill((maps.sum(dim=(-2, -1)) == 0)[..., None], -1)
+        """,
+        ["test_centre_of_mass_not_brightest_pixel"],
+        {"feedback": "the brightest pixel", "self_check": "the brightest pixel"},
+    ),
+    "cell: empty maps not handled (NaN)": (
+        "point_to_cell",
+        _CENTRE + "        return ((torch.stack([y, x], dim=-1) - 1) / CELL).floor().clamp(0, 2).long()\n",
+        ["test_an_empty_map_has_no_cell"],
+        {"feedback": "return (-1, -1)", "self_check": "a map that is zero everywhere"},
+    ),
+}

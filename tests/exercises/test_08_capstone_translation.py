@@ -13,14 +13,18 @@ tests must catch; ``tests/grading/test_mutants.py`` proves that they do.
 import pytest
 import torch
 
-from course_lib.checks import describe
+from course_lib.checks import describe, difference
 from course_lib.checks.ex08 import (
     alignment_mistake,
     as_number,
+    decode_padding_mistake,
     decode_structure_mistake,
     layer_mistake,
+    loss_gradient,
+    loss_mistake,
     random_decoder_layer,
     reference_alignment_accuracy,
+    reference_alignment_loss,
     reference_decoder_layer,
     tiny_translation_model,
 )
@@ -92,8 +96,8 @@ class TestAlignmentAccuracy:
         value = accuracy(student, weights, alignment)
         assert abs(value - expected) < 1e-9, f"expected {expected:.4g}, got {value:.4g}" + (
             explain(weights, alignment, value)
-            or ": take the arg-max of each row over the source words, compare it with the alignment, and divide "
-            "the hits by the number of tokens with alignment >= 0"
+            or ": the fraction is (counted tokens whose arg-max over the source words is their alignment) / "
+            "(tokens with alignment >= 0)"
         )
 
     @pytest.mark.points(1)
@@ -104,11 +108,7 @@ class TestAlignmentAccuracy:
         value = accuracy(student, weights, alignment)
         assert abs(value - expected) < 1e-9, (
             f"with len_tgt == len_src == 6 expected {expected:.4g}, got {value:.4g}"
-            + (
-                explain(weights, alignment, value)
-                or ": each row (one target token) is a distribution over the "
-                "source words; take its arg-max over the last axis"
-            )
+            + explain(weights, alignment, value)
         )
 
     @pytest.mark.points(1)
@@ -120,7 +120,7 @@ class TestAlignmentAccuracy:
         expected = reference_alignment_accuracy(weights, alignment)
         value = accuracy(student, weights, alignment)
         assert abs(value - expected) < 1e-9, f"expected {expected:.4g}, got {value:.4g}" + (
-            explain(weights, alignment, value) or ": -1 marks the tokens to skip; source index 0 is a real word"
+            explain(weights, alignment, value)
         )
 
     @pytest.mark.points(1)
@@ -379,6 +379,21 @@ def sentences(tokens: torch.Tensor) -> list[list[int]]:
     return out
 
 
+def padding_explanation(local, tokens: torch.Tensor, in_batch: list[int], alone: list[int]) -> str:
+    """Why one sentence decodes differently in the batch, from what the student's decoding did."""
+    if EOS not in in_batch and len(in_batch) < len(alone) and alone[: len(in_batch)] == in_batch:
+        return (
+            f"in the batch it was cut after {len(in_batch)} tokens, without its <eos>, when another sentence "
+            "finished: the whole batch stopped at the first <eos>. Stop only when every sentence is done"
+        )
+    if decode_padding_mistake(local, SOURCES, tokens, MAX_LEN):
+        return (
+            "the batch decodes as it does without the source padding mask: pass src_mask to the encoder and "
+            "to precompute_context, so that no word reads the <pad> positions"
+        )
+    return "a sentence's translation must not depend on the other sentences of its batch or on its padding"
+
+
 @pytest.mark.task("greedy_decode")
 class TestGreedyDecode:
     @pytest.mark.points(1)
@@ -389,10 +404,12 @@ class TestGreedyDecode:
         src_mask = SOURCES != PAD
         expected = reference_greedy_decode(local, SOURCES, src_mask, max_len=MAX_LEN)
         got = decode(student, remote, SOURCES, src_mask)
-        hint = decode_structure_mistake(expected, got, MAX_LEN) or (
-            "start from <bos>; at step t embed the newest token at position t (model.decoder.pos[t]), pass it "
-            "through every layer's step (the self-attention cache keeps it causal), then model.decoder.norm and "
-            "model.decoder.out; the next token is the arg-max over the vocabulary"
+        hint = (
+            decode_structure_mistake(expected, got, MAX_LEN)
+            or decode_padding_mistake(local, SOURCES, got, MAX_LEN)
+            or "at each step t the newest token is embedded at position t (model.decoder.pos[t]), goes through "
+            "every layer's step, then model.decoder.norm and model.decoder.out; the next token is the arg-max over "
+            "the vocabulary"
         )
         for row, (mine, right) in enumerate(zip(sentences(got), sentences(expected))):
             assert mine == right, (
@@ -469,14 +486,123 @@ class TestGreedyDecode:
     @pytest.mark.points(1)
     def test_padding_does_not_change_a_translation(self, student):
         """a sentence decodes the same in a padded batch as alone (the source padding mask)"""
-        _, remote = model_pair(student)
+        local, remote = model_pair(student)
         src_mask = SOURCES != PAD
-        batch = sentences(decode(student, remote, SOURCES, src_mask))
+        tokens = decode(student, remote, SOURCES, src_mask)
+        batch = sentences(tokens)
         for row in range(len(SOURCES)):
             n = int(src_mask[row].sum())
             alone = sentences(decode(student, remote, SOURCES[row : row + 1, :n], torch.ones(1, n, dtype=torch.bool)))
             assert batch[row] == alone[0], (
                 f"sentence {row} ({n} tokens, padded to {SOURCES.shape[1]}) decodes as {batch[row]} in the batch but "
-                f"as {alone[0]} alone: pass the source padding mask to the encoder and to precompute_context, so "
-                "that no word reads the <pad> positions"
+                f"as {alone[0]} alone: " + padding_explanation(local, tokens, batch[row], alone[0])
             )
+
+
+# -- task 4: a loss that teaches a head to align -------------------------------------------------
+
+
+def loss_of(student, weights: torch.Tensor, alignment: torch.Tensor) -> float:
+    got = student.alignment_loss(weights.clone(), alignment.clone())
+    value = as_number(got)
+    assert value is not None, f"alignment_loss should return a one-number tensor, got {describe(got)}"
+    return value
+
+
+def loss_explained(weights, alignment, value) -> str:
+    hint = loss_mistake(weights, alignment, value)
+    return f": {hint}" if hint else ""
+
+
+def same(value: float, expected: float) -> bool:
+    return abs(value - expected) <= 1e-5 * max(1.0, abs(expected))
+
+
+@pytest.mark.task("alignment_loss")
+class TestAlignmentLoss:
+    @pytest.mark.points(1)
+    def test_matches_the_definition(self, student):
+        """on random attention, the mean of -log(weight on the true source word) over the counted tokens"""
+        weights, alignment = alignment_batch(21, [6, 3, 5, 1], len_src=9)
+        expected = float(reference_alignment_loss(weights, alignment))
+        value = loss_of(student, weights, alignment)
+        assert same(value, expected), f"expected {expected:.5g}, got {value:.5g}" + (
+            loss_explained(weights, alignment, value)
+            or ": the loss is the mean, over the tokens with alignment >= 0, of -log(weights[b, j, alignment[b, j]])"
+        )
+
+    @pytest.mark.points(1)
+    def test_perfect_attention_costs_nothing(self, student):
+        """attention that puts all its weight on the true source word has loss 0"""
+        weights, alignment = alignment_batch(22, [5, 2, 4], len_src=7)
+        counted = alignment >= 0
+        weights[counted] = torch.nn.functional.one_hot(alignment[counted], 7).float()
+        value = loss_of(student, weights, alignment)
+        assert abs(value) < 1e-6, (
+            f"every counted token puts weight 1 on its source word, so the loss is -log(1) = 0; got {value:.4g}"
+            + loss_explained(weights, alignment, value)
+        )
+
+    @pytest.mark.points(1)
+    def test_uncounted_tokens_do_not_count(self, student):
+        """the rows of <eos> and padding (alignment -1) change nothing"""
+        weights, alignment = alignment_batch(23, [4, 2], len_src=6)
+        changed = weights.clone()
+        changed[alignment < 0] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        before, after = loss_of(student, weights, alignment), loss_of(student, changed, alignment)
+        assert same(before, after), (
+            f"changing only the rows with alignment -1 changed the loss from {before:.5g} to {after:.5g}: leave the "
+            "tokens with alignment -1 (<eos>, padding) out of the mean"
+        )
+
+    @pytest.mark.points(1)
+    def test_a_mean_not_a_sum(self, student):
+        """the loss of a batch repeated twice is the loss of the batch"""
+        weights, alignment = alignment_batch(24, [5, 3], len_src=6)
+        once = loss_of(student, weights, alignment)
+        twice = loss_of(student, torch.cat([weights, weights]), torch.cat([alignment, alignment]))
+        assert same(once, twice), (
+            f"the loss went from {once:.5g} to {twice:.5g} when the batch was repeated: divide by the number of "
+            "counted tokens (a mean), so that the loss does not grow with the batch"
+            + loss_explained(weights, alignment, once)
+        )
+
+    @pytest.mark.points(1)
+    def test_every_token_weighs_the_same(self, student):
+        """the mean pools the tokens of the whole batch: a long sentence counts more than a short one"""
+        weights, alignment = alignment_batch(25, [8, 1], len_src=9)
+        expected = float(reference_alignment_loss(weights, alignment))
+        value = loss_of(student, weights, alignment)
+        assert same(value, expected), (
+            f"with 8 counted tokens in one sentence and 1 in the other, expected {expected:.5g}, got {value:.5g}"
+            + (loss_explained(weights, alignment, value) or ": sum over the counted tokens, divide by their number")
+        )
+
+    @pytest.mark.points(1)
+    def test_a_zero_weight_is_clamped(self, student):
+        """a true source word with weight exactly 0 gives the finite -log(eps), not inf"""
+        weights, alignment = alignment_batch(26, [3, 3], len_src=5)
+        weights[0, 0] = torch.nn.functional.one_hot((alignment[0, 0] + 1) % 5, 5).float()  # 0 on the true word
+        expected = float(reference_alignment_loss(weights, alignment))
+        value = loss_of(student, weights, alignment)
+        assert same(value, expected), (
+            f"one true word gets weight 0; expected {expected:.5g} (its term is -log(1e-9) = 20.7), got {value:.5g}"
+            + (loss_explained(weights, alignment, value) or ": clamp each weight at eps before the log")
+        )
+
+    @pytest.mark.points(1)
+    def test_gradient_reaches_the_weights(self, student):
+        """the loss is a tensor whose gradient with respect to the weights is right"""
+        weights, alignment = alignment_batch(27, [4, 2, 3], len_src=6)
+        grad = library_object(
+            student, "course_lib.checks.ex08.loss_gradient", student.alignment_loss, weights, alignment
+        )
+        assert grad is not None, (
+            "the loss did not backpropagate to the weights: return a torch tensor computed from them, without "
+            ".detach(), .item(), float(...) or torch.no_grad()"
+        )
+        grad = as_tensor(grad, "the gradient")
+        expected = loss_gradient(reference_alignment_loss, weights, alignment)
+        assert grad.shape == expected.shape and torch.allclose(grad, expected, atol=1e-5), (
+            f"the gradient with respect to the weights is wrong: {difference(grad, expected)}"
+        )

@@ -16,13 +16,16 @@ from course_lib.checks import describe
 from course_lib.checks.ex09 import (
     as_pair,
     caption_maps_mistake,
+    cell_mistake,
     grid_mistake,
     object_mistake,
     object_patches_mistake,
+    point_maps,
     reference_attention_on_object,
     reference_caption_maps,
     reference_object_patches,
     reference_patch_grid,
+    reference_point_to_cell,
     reference_upsample,
     tiny_captioning_model,
     upsample_mistake,
@@ -205,7 +208,7 @@ class TestObjectPatches:
     def test_shapes_of_real_scenes(self, student):
         """on the captioning scenes, the patches of each shape equal the data set's object_patches"""
         task = make_caption_task(num_test=10, seed=3)
-        scenes = task.test
+        scenes = task.test[:10]
         clean = render_scenes(scenes, noise=0.0)
         for sc, img in zip(scenes, clean):
             masks = torch.stack(
@@ -414,3 +417,106 @@ class TestCaptionMaps:
                 "average the weights over the layers and the heads (a mean, not a sum), and keep each patch's "
                 "weight as it is on its pixels"
             )
+
+
+# -- task 6: point at the cell -------------------------------------------------------------------
+
+
+def cells_of(student, maps: torch.Tensor) -> torch.Tensor:
+    got = as_tensor(student.point_to_cell(maps.clone()), "point_to_cell's result")
+    expected_shape = (*maps.shape[:-2], 2)
+    assert tuple(got.shape) == expected_shape, (
+        f"for maps of shape {tuple(maps.shape)} the cells should be {expected_shape}, (row, col) on the last axis; "
+        f"got {tuple(got.shape)}" + (f": {cell_mistake(maps, got)}" if cell_mistake(maps, got) else "")
+    )
+    return got
+
+
+def cells_explained(maps, got, default: str) -> str:
+    return cell_mistake(maps, got) or default
+
+
+def random_maps(seed: int, *shape: int) -> torch.Tensor:
+    """Random non-negative maps, each a few bright blobs on a dim background, so that centres spread out."""
+    g = torch.Generator().manual_seed(seed)
+    maps = 0.01 * torch.rand(*shape, 32, 32, generator=g)
+    flat = maps.reshape(-1, 32, 32)
+    for k in range(flat.shape[0]):
+        for _ in range(3):
+            y, x = torch.randint(0, 29, (2,), generator=g).tolist()
+            flat[k, y : y + 4, x : x + 4] += torch.rand((), generator=g)
+    return maps
+
+
+@pytest.mark.task("point_to_cell")
+class TestPointToCell:
+    @pytest.mark.points(1)
+    def test_matches_the_definition(self, student):
+        """on random maps with leading axes, the cell of each centre of mass"""
+        maps = random_maps(61, 3, 4)
+        got = cells_of(student, maps)
+        expected = reference_point_to_cell(maps)
+        assert torch.equal(got.long(), expected) and not got.is_floating_point(), (
+            f"{int((got.long() != expected).any(-1).sum())} of 12 cells are wrong (or not integers): "
+            + cells_explained(
+                maps, got, "the centre of mass y = Σ m·i / Σ m, x = Σ m·j / Σ m; cell floor((y - 1) / 10)"
+            )
+        )
+
+    @pytest.mark.points(1)
+    def test_row_first(self, student):
+        """a map in the top-right cell gives (0, 2), row first"""
+        maps = point_maps([[(5, 25, 1.0)], [(25, 5, 2.0)]])
+        got = cells_of(student, maps)
+        assert got.tolist() == [[0, 2], [2, 0]], (
+            f"a map at pixel (5, 25) is in cell (0, 2) and one at (25, 5) in (2, 0); got {got.tolist()}: "
+            + cells_explained(maps, got, "return (row, col): the row from the vertical axis (dim -2)")
+        )
+
+    @pytest.mark.points(1)
+    def test_centre_of_mass_not_brightest_pixel(self, student):
+        """two blobs: the centre of mass lies between them, where no pixel is bright"""
+        maps = point_maps(
+            [[(4, 4, 3.0), (24, 24, 2.5)], [(3, 16, 1.0), (28, 16, 1.0)]]
+        )  # centres (13.1, 13.1), (15.5, 16)
+        got = cells_of(student, maps)
+        expected = reference_point_to_cell(maps)
+        assert torch.equal(got.long(), expected), (
+            f"expected {expected.tolist()}, got {got.tolist()}: "
+            + cells_explained(
+                maps, got, "weigh every pixel: the centre of mass, sum(weight · coordinate) / sum(weight)"
+            )
+        )
+
+    @pytest.mark.points(1)
+    def test_the_border_and_the_cell_width(self, student):
+        """centres near the cells' edges (10.5, 11.2, 20.8, 21.3) land in the right cells"""
+        edges = [10.5, 11.2, 20.8, 21.3]
+        pixels = [[(int(c), 16, 1 - (c % 1)), (int(c) + 1, 16, c % 1)] for c in edges]  # a centre at (c, 16)
+        maps = point_maps(pixels)
+        got = cells_of(student, maps)
+        assert got[:, 0].tolist() == [0, 1, 1, 2], (
+            f"rows at y = {edges} should be [0, 1, 1, 2] (cell = floor((y - 1) / 10)), got {got[:, 0].tolist()}: "
+            + cells_explained(maps, got, "the grid starts at pixel 1 and its cells are 10 pixels wide")
+        )
+
+    @pytest.mark.points(1)
+    def test_centres_in_the_border_are_clamped(self, student):
+        """a centre in the 1-pixel border belongs to the nearest cell"""
+        maps = point_maps([[(0, 0, 1.0)], [(31, 31, 1.0)], [(0, 31, 1.0)]])
+        got = cells_of(student, maps)
+        assert got.tolist() == [[0, 0], [2, 2], [0, 2]], (
+            f"maps at pixels (0, 0), (31, 31) and (0, 31) should give [[0, 0], [2, 2], [0, 2]], got {got.tolist()}: "
+            + cells_explained(maps, got, "clamp each cell index to 0..2")
+        )
+
+    @pytest.mark.points(1)
+    def test_an_empty_map_has_no_cell(self, student):
+        """a map that is zero everywhere gives (-1, -1); the others are unaffected"""
+        maps = torch.stack([random_maps(62, 1)[0], torch.zeros(32, 32)])
+        got = cells_of(student, maps)
+        expected = reference_point_to_cell(maps)
+        assert torch.equal(got.long(), expected) and not (got.is_floating_point() and bool(got.isnan().any())), (
+            f"expected {expected.tolist()}, got {got.tolist()}: "
+            + cells_explained(maps, got, "a map that is zero everywhere has no centre of mass: return (-1, -1)")
+        )
