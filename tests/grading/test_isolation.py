@@ -139,7 +139,7 @@ def scene(tmp_path, monkeypatch):
 
 def grade(scene, *extra: str) -> int:
     args = [str(scene["submissions"]), "--tests", str(scene["tests"]), "--out", str(scene["out"]),
-            "--timeout", "30", "--budget", "120", *extra]  # fmt: skip
+            "--timeout", "120", "--budget", "400", *extra]  # fmt: skip
     return cli.main(args)
 
 
