@@ -27,7 +27,7 @@ from ..sparse import band_mask as _reference_band_mask
 from ..sparse import block_layout as _reference_block_layout
 from ..sparse import block_sparse_mask as _reference_block_sparse_mask
 from ..sparse import linear_attention as _reference_linear
-from ._common import Check, describe
+from ._common import Check, describe, difference
 
 __all__ = [
     "band_flops_mistake",
@@ -659,7 +659,21 @@ def check_linear_attention_explicit(linear_attention_explicit: Callable) -> None
 def check_linear_attention(linear_attention: Callable) -> None:
     """Check ``linear_attention(query, key, value, key_mask=None, eps=1e-6)``: the regrouped form."""
     c = Check("linear_attention")
+    # float64 stays float64: only float16 and bfloat16 are computed in float32. First, before the tolerance of
+    # the checks below hides it behind "wrong values".
+    q64, k64, v64 = _random_qkv(74, 1, 2, 3, 40, 4, 3)
+    out64 = c.call(linear_attention, q64, k64, v64)
+    c.true(isinstance(out64, torch.Tensor) and out64.dtype == torch.float64,
+           "float64 inputs should give a float64 output", got=describe(out64, sums=False),
+           hint="convert the result back to the input's dtype: out.to(query.dtype)")
+    expected64 = _reference_linear(q64, k64, v64)
+    in_float32 = _reference_linear(q64.float(), k64.float(), v64.float()).double()
+    if out64.shape == expected64.shape and not torch.allclose(out64, expected64, atol=1e-12, rtol=1e-12):
+        if torch.allclose(out64, in_float32, atol=1e-6):  # the mistake first: it names what went wrong
+            c.fail("float64 was computed in float32: upcast only float16 and bfloat16, keep float64 as it is",
+                   got=difference(out64, expected64, atol=1e-12, rtol=1e-12))
     _check_linear_common(c, linear_attention, "linear_attention")
+    c.close(out64, expected64, "linear_attention of float64 inputs, to 1e-12", atol=1e-12, rtol=1e-12)
 
     # The regrouped form never builds len_q × len_k: watch the tensors it creates.
     q, k, v = _random_qkv(72, 1, 1, 1000, 1200, 4, 4, dtype=torch.float32)
