@@ -374,24 +374,26 @@ def check_fit_exponent(fit_exponent: Callable) -> None:
     )
     c.close(a, expected_a, "the prefactor of six noisy times", fit_mistake(xs, ys, b, a), rtol=1e-5)
 
-    try:
-        fit_exponent([1, 2, 4], [3.0, 0.0, 5.0])
-    except ValueError:
-        raised = True
-    except NotImplementedError:
-        raise
-    except Exception as err:  # any other error is a missing check too
-        c.fail(
-            f"fit_exponent([1, 2, 4], [3, 0, 5]) raised {type(err).__name__}, not ValueError",
-            hint="check that every x and y is > 0 and raise ValueError with a message that says so",
+    for xs, ys, what in [([1, 2, 4], [3.0, 0.0, 5.0], "a y of 0"), ([0, 2, 4], [3.0, 4.0, 5.0], "an x of 0")]:
+        call = f"fit_exponent({xs}, {[int(y) for y in ys]})"
+        try:
+            fit_exponent(xs, ys)
+        except ValueError:
+            raised = True
+        except NotImplementedError:
+            raise
+        except Exception as err:  # any other error is a missing check too
+            c.fail(
+                f"{call} raised {type(err).__name__}, not ValueError",
+                hint="check that every x and y is > 0 and raise ValueError with a message that says so",
+            )
+        else:
+            raised = False
+        c.true(
+            raised,
+            f"{call} should raise ValueError ({what}): log(0) is -inf, no line fits it",
+            hint="check that every x AND every y is > 0 (np.any(... <= 0)) and raise ValueError",
         )
-    else:
-        raised = False
-    c.true(
-        raised,
-        "fit_exponent([1, 2, 4], [3, 0, 5]) should raise ValueError: log(0) is -inf, no line fits it",
-        hint="check that every x and y is > 0 (np.any(...) <= 0) and raise ValueError",
-    )
     c.done()
 
 
