@@ -8,7 +8,7 @@ Four ways to do less, each with its own bargain:
   so most of the attention mass lies in such a band. ``band_attention`` computes the
   band alone, in ``O(Lq·w·d)``; ``band_mask`` is the same pattern as a dense mask.
 * **block-sparse** patterns: whole tiles of the score matrix are kept or skipped
-  (local, strided, random), plus **global tokens** every query may read
+  (local, fixed columns, random), plus **global tokens** every query may read
   (``block_layout``, ``block_sparse_mask``).
 * **latent** (Perceiver) attention: ``M`` learned latent queries read the ``N`` source
   tokens in ``O(M·N)``; the target then reads the ``M`` latents instead of the source
@@ -290,9 +290,10 @@ def block_layout(
     num_k_blocks: int,
     *,
     local: int = 1,
-    stride: int = 0,
+    fixed: int = 0,
     random: int = 0,
     generator: torch.Generator | None = None,
+    stride: int | None = None,
 ) -> torch.Tensor:
     """Which ``(query block, key block)`` tiles a block-sparse kernel computes.
 
@@ -300,23 +301,31 @@ def block_layout(
 
     * ``local``: each query block reads the ``local`` key blocks along the diagonal
       (``band_mask`` at block level, so it follows the slope when the counts differ);
-    * ``stride``: every ``stride``-th key block (blocks ``stride-1, 2·stride-1, ...``), as in
-      the Sparse Transformer's strided pattern; 0 = none;
+    * ``fixed``: every ``fixed``-th key block (blocks ``fixed-1, 2·fixed-1, ...``), the same
+      columns for every query: the "summary" columns of the Sparse Transformer's *fixed*
+      pattern (Child et al., 2019; its *strided* pattern is relative to each query instead);
+      0 = none;
     * ``random``: ``random`` extra key blocks per query block, drawn from ``generator``,
       as in BigBird; 0 = none.
+
+    ``stride`` is the former name of ``fixed``, kept so that older code runs.
 
     Returns:
         ``(num_q_blocks, num_k_blocks)`` bool, True = the tile is computed.
     """
+    if stride is not None:
+        if fixed:
+            raise ValueError(f"give fixed (got {fixed}) or its former name stride (got {stride}), not both")
+        fixed = stride
     if num_q_blocks < 1 or num_k_blocks < 1:
         raise ValueError(f"block counts must be positive, got {num_q_blocks} x {num_k_blocks}")
-    if local < 0 or stride < 0 or random < 0:
-        raise ValueError(f"local, stride and random must be >= 0, got {local}, {stride}, {random}")
+    if local < 0 or fixed < 0 or random < 0:
+        raise ValueError(f"local, fixed and random must be >= 0, got {local}, {fixed}, {random}")
     layout = torch.zeros(num_q_blocks, num_k_blocks, dtype=torch.bool)
     if local:
         layout |= band_mask(num_q_blocks, num_k_blocks, local)
-    if stride:
-        layout[:, stride - 1 :: stride] = True
+    if fixed:
+        layout[:, fixed - 1 :: fixed] = True
     if random:
         picks = torch.rand(num_q_blocks, num_k_blocks, generator=generator).argsort(dim=1)[
             :, : min(random, num_k_blocks)

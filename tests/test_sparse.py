@@ -353,14 +353,15 @@ def test_cost_models_reject_nonsense_sizes(bad):
 def test_block_layout_ingredients():
     assert torch.equal(block_layout(4, 4, local=1), torch.eye(4, dtype=torch.bool))
     assert torch.equal(block_layout(3, 6, local=2), band_mask(3, 6, 2))
-    strided = block_layout(3, 8, local=0, stride=3)
-    assert strided.all(0).tolist() == [False, False, True, False, False, True, False, False]
+    fixed = block_layout(3, 8, local=0, fixed=3)  # Child et al.'s fixed pattern: the same columns for every query
+    assert fixed.all(0).tolist() == [False, False, True, False, False, True, False, False]
+    assert torch.equal(block_layout(3, 8, local=0, stride=3), fixed)  # the former name still works
     gen = torch.Generator().manual_seed(0)
     rnd = block_layout(5, 9, local=0, random=2, generator=gen)
     assert rnd.sum(1).tolist() == [2] * 5
     assert torch.equal(rnd, block_layout(5, 9, local=0, random=2, generator=torch.Generator().manual_seed(0)))
-    combined = block_layout(4, 8, local=1, stride=4, random=1, generator=torch.Generator().manual_seed(1))
-    assert (combined >= block_layout(4, 8, local=1, stride=4)).all()
+    combined = block_layout(4, 8, local=1, fixed=4, random=1, generator=torch.Generator().manual_seed(1))
+    assert (combined >= block_layout(4, 8, local=1, fixed=4)).all()
 
 
 def test_block_sparse_mask_expands_blocks_and_adds_global_tokens():
@@ -378,7 +379,7 @@ def test_block_sparse_mask_expands_blocks_and_adds_global_tokens():
 
 def test_block_sparse_mask_works_as_an_attention_mask():
     q, k, v = qkv(1, 2, 8, 12, 4)
-    layout = block_layout(2, 3, local=1, stride=3)
+    layout = block_layout(2, 3, local=1, fixed=3)
     mask = block_sparse_mask(8, 12, 4, layout, global_tokens=2)
     out, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
     assert (w[..., ~mask] == 0).all() and (w[..., :2] > 0).all()
@@ -403,7 +404,9 @@ def test_block_layout_errors():
     with pytest.raises(ValueError, match="positive"):
         block_layout(0, 3)
     with pytest.raises(ValueError, match=">= 0"):
-        block_layout(2, 3, stride=-1)
+        block_layout(2, 3, fixed=-1)
+    with pytest.raises(ValueError, match="not both"):
+        block_layout(2, 3, fixed=2, stride=2)
 
 
 # --- latent (Perceiver) cross-attention -------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Self-checks of exercise 05, complexity.
 
 from course_lib.checks import (check_score_matrix_bytes, check_attention_flops, check_layer_flops,
-                               check_fit_exponent, check_cached_cross_attention)
+                               check_fit_exponent, check_cached_cross_attention, check_cached_self_attention)
 
 The ``*_mistake`` functions compare what came back with the usual wrong answers and name
 the mistake; the hidden tests reuse them. ``ProjectionsOnly`` is the layer that the
-check of task 5 (and the grader) hands to the student's class: its four projections work,
-its own attention methods refuse to run, so that the class is written from the projections.
+checks of tasks 5 and 6 (and the grader) hand to the student's classes: its four projections
+work, its own attention methods refuse to run, so that the classes are written from the projections.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from ..complexity import fit_power_law as _reference_fit
 from ..complexity import projection_flops as _reference_projection_flops
 from ..masks import key_padding_to_attn_mask
 from ..multihead import MultiHeadAttention, merge_heads, split_heads
-from ._common import Check, describe
+from ._common import Check, describe, difference
 
 __all__ = [
     "ProjectionsOnly",
     "bytes_mistake",
     "check_attention_flops",
     "check_cached_cross_attention",
+    "check_cached_self_attention",
     "check_fit_exponent",
     "check_layer_flops",
     "check_score_matrix_bytes",
@@ -40,6 +41,8 @@ __all__ = [
     "layer_flops_mistake",
     "reference_fit",
     "reference_layer_flops",
+    "reference_self_steps",
+    "self_step_mistake",
     "step_mistake",
 ]
 
@@ -371,32 +374,35 @@ def check_fit_exponent(fit_exponent: Callable) -> None:
     )
     c.close(a, expected_a, "the prefactor of six noisy times", fit_mistake(xs, ys, b, a), rtol=1e-5)
 
-    try:
-        fit_exponent([1, 2, 4], [3.0, 0.0, 5.0])
-    except ValueError:
-        raised = True
-    except NotImplementedError:
-        raise
-    except Exception as err:  # any other error is a missing check too
-        c.fail(
-            f"fit_exponent([1, 2, 4], [3, 0, 5]) raised {type(err).__name__}, not ValueError",
-            hint="check that every x and y is > 0 and raise ValueError with a message that says so",
+    for xs, ys, what in [([1, 2, 4], [3.0, 0.0, 5.0], "a y of 0"), ([0, 2, 4], [3.0, 4.0, 5.0], "an x of 0")]:
+        call = f"fit_exponent({xs}, {[int(y) for y in ys]})"
+        try:
+            fit_exponent(xs, ys)
+        except ValueError:
+            raised = True
+        except NotImplementedError:
+            raise
+        except Exception as err:  # any other error is a missing check too
+            c.fail(
+                f"{call} raised {type(err).__name__}, not ValueError",
+                hint="check that every x and y is > 0 and raise ValueError with a message that says so",
+            )
+        else:
+            raised = False
+        c.true(
+            raised,
+            f"{call} should raise ValueError ({what}): log(0) is -inf, no line fits it",
+            hint="check that every x AND every y is > 0 (np.any(... <= 0)) and raise ValueError",
         )
-    else:
-        raised = False
-    c.true(
-        raised,
-        "fit_exponent([1, 2, 4], [3, 0, 5]) should raise ValueError: log(0) is -inf, no line fits it",
-        hint="check that every x and y is > 0 (np.any(...) <= 0) and raise ValueError",
-    )
     c.done()
 
 
 # -- task 5: cached cross-attention --------------------------------------------------------
 
 SHORTCUT = (
-    "CachedCrossAttention must not call the layer's own attention (layer(...), layer.forward, "
-    "layer.precompute_context, layer.step): that is the computation you are writing. Use its projections "
+    "a cache class must not call the layer's own attention (layer(...), layer.forward, "
+    "layer.precompute_context, layer.new_cache, layer.step): that is the computation you are writing. Use its "
+    "projections "
     "layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj and its layer.num_heads"
 )
 
@@ -429,6 +435,9 @@ class ProjectionsOnly(MultiHeadAttention):
         raise RuntimeError(SHORTCUT)
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(SHORTCUT)
+
+    def new_cache(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(SHORTCUT)
 
 
@@ -529,4 +538,93 @@ def check_cached_cross_attention(cached_cross_attention: Callable) -> None:
             got=f"during 3 steps, k_proj ran {extra['k_proj']} more time(s) and v_proj {extra['v_proj']}",
             hint="project in __init__ only; step() uses self.key and self.value",
         )
+    c.done()
+
+
+# -- task 6: the growing self-attention cache --------------------------------------------
+
+
+def reference_self_steps(layer: MultiHeadAttention, x: torch.Tensor) -> torch.Tensor:
+    """What causal self-attention gives at every position of ``x`` ``(batch, n, d_model)``: ``(batch, n, d_model)``.
+
+    Decoding ``x`` in steps of any sizes must give these rows, step by step.
+    """
+    n = x.shape[1]
+    with torch.no_grad():
+        return layer(x, attn_mask=torch.ones(n, n, dtype=torch.bool).tril())
+
+
+def self_step_mistake(layer: MultiHeadAttention, x: torch.Tensor, past: int, got: Any) -> str | None:
+    """Name the usual mistake that explains ``got``, the step's output for the new tokens ``x[:, past:]``.
+
+    ``layer`` is the reference, ``x`` ``(batch, n, d_model)`` every token fed so far, the step's
+    ``t = n - past`` new ones last.
+    """
+    if not isinstance(got, torch.Tensor) or not got.is_floating_point():
+        return None
+    n = x.shape[1]
+    t = n - past
+    with torch.no_grad():
+        h = layer.num_heads
+        q = split_heads(layer.q_proj(x[:, past:]), h)
+        k, v = split_heads(layer.k_proj(x), h), split_heads(layer.v_proj(x), h)
+
+        def attend(keys: slice, mask: torch.Tensor | None) -> torch.Tensor:
+            out = _reference_attention(q, k[:, :, keys], v[:, :, keys], mask)
+            return layer.out_proj(merge_heads(out))
+
+        top_left = torch.ones(t, n, dtype=torch.bool).tril()
+        candidates = {}
+        if past:
+            candidates["the causal mask is aligned top-left (torch.ones(t, n).tril(), or is_causal=True of "
+                       "F.scaled_dot_product_attention): the new tokens are the last t of n, so new query i sees "
+                       "keys j <= i + (n - t), aligned bottom-right"] = attend(slice(0, n), top_left)
+            own = torch.ones(t, t, dtype=torch.bool).tril()  # the new tokens among themselves
+            candidates["the cache does not grow: append the new keys and values to those of the earlier steps "
+                       "(torch.cat along the length axis, dim=2)"] = attend(slice(past, n), own)
+            candidates["the new keys and values are appended after the attention: a token must attend to itself, "
+                       "so append first, then attend"] = attend(slice(0, past), None)
+        if t > 1:
+            candidates["no causal mask among the new tokens: with several new tokens in one step, token i must "
+                       "not see the new tokens after it"] = attend(slice(0, n), None)
+        for explanation, value in candidates.items():
+            if got.shape == value.shape and torch.allclose(got.float(), value, atol=1e-5, rtol=1e-4):
+                return explanation
+    return None
+
+
+def check_cached_self_attention(cached_self_attention: Callable) -> None:
+    """Check the class ``CachedSelfAttention(layer)`` and its ``step(x_t)``, in steps of 3, 1 and 2 tokens."""
+    c = Check("CachedSelfAttention")
+    torch.manual_seed(6)
+    d_model, heads = 16, 4
+    layer = ProjectionsOnly(d_model, heads)
+    reference = MultiHeadAttention(d_model, heads).eval()
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 6, d_model)
+    expected_all = reference_self_steps(reference, x)
+    with torch.no_grad():
+        cache = c.call(cached_self_attention, layer)
+        past = 0
+        for t in (3, 1, 2):  # a prompt of 3 tokens, then one generated token, then 2 at once
+            x_t = x[:, past : past + t]
+            out = c.call(cache.step, x_t, hint=f"x_t is (batch, t, d_model), here t = {t} new tokens")
+            c.true(isinstance(out, torch.Tensor), "step should return a tensor", got=describe(out))
+            c.shape(out, (2, t, d_model), f"step(x_t) for x_t of shape (2, {t}, 16)", "one output per new token")
+            key = getattr(cache, "key", None)
+            c.true(isinstance(key, torch.Tensor), "keep the keys of every token so far in self.key", got=describe(key))
+            want_shape = (2, heads, past + t, d_model // heads)
+            c.true(tuple(key.shape) == want_shape,
+                   f"self.key after {past + t} tokens should be (batch, heads, n, head_dim) = {want_shape}: append "
+                   "each step's new keys along the length axis, torch.cat([self.key, k], dim=2)",
+                   got=f"shape {tuple(key.shape)}")
+            want = expected_all[:, past : past + t]
+            what = f"step of {t} new token(s) after {past}"
+            if not torch.allclose(out.float(), want, atol=1e-5, rtol=1e-5):
+                mistake = self_step_mistake(reference, x[:, : past + t], past, out)
+                if mistake:  # the mistake first: it names what went wrong
+                    c.fail(f"{what}: {mistake}", got=difference(out, want, atol=1e-5))
+            c.close(out, want, f"{what}, compared with causal self-attention over the whole sequence, rows "
+                    f"{past}..{past + t - 1}", atol=1e-5)
+            past += t
     c.done()

@@ -1,7 +1,7 @@
 """Self-checks of exercise 06, efficient attention.
 
     from course_lib.checks import (check_online_softmax_update, check_merge_softmax_states,
-                                   check_tiled_attention, check_triton_attention)
+                                   check_combine_splits, check_tiled_attention, check_triton_attention)
 
 A *softmax state* of a query row over a set of keys is three numbers per row:
 ``m`` the largest score, ``l = Σ exp(s − m)`` and ``acc = Σ exp(s − m) · v``. An empty
@@ -23,15 +23,19 @@ import numpy as np
 import torch
 
 from ..attention import scaled_dot_product_attention as _reference_attention
-from ._common import Check, describe
+from ._common import Check, describe, difference
 
 __all__ = [
+    "check_combine_splits",
     "check_merge_softmax_states",
     "check_online_softmax_update",
     "check_tiled_attention",
     "check_triton_attention",
+    "combine_mistake",
     "merge_states_mistake",
     "padded_attention",
+    "reference_combine_splits",
+    "split_results",
     "softmax_state",
     "tiled_mistake",
     "triton_mistake",
@@ -76,6 +80,37 @@ def reference_merge_softmax_states(m1, l1, acc1, m2, l2, acc2):
     m_safe = m.masked_fill(m == NEG_INF, 0.0)
     a1, a2 = torch.exp(m1 - m_safe), torch.exp(m2 - m_safe)
     return m, l1 * a1 + l2 * a2, acc1 * a1[..., None] + acc2 * a2[..., None]
+
+
+def reference_combine_splits(outputs: torch.Tensor, lses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine normalised split outputs ``(splits, ..., len_q, d_v)`` by their log-sum-exps ``(splits, ..., len_q)``.
+
+    Returns ``(out, lse)``, ``(..., len_q, d_v)`` and ``(..., len_q)``: 0 and ``-inf`` where every split is empty.
+    """
+    m = lses.amax(dim=0)
+    m_safe = torch.where(m == NEG_INF, torch.zeros_like(m), m)
+    w = torch.exp(lses - m_safe)  # (splits, ..., len_q), each at most 1
+    total = w.sum(dim=0)
+    out = (w[..., None] * outputs).sum(dim=0) / torch.where(total == 0, torch.ones_like(total), total)[..., None]
+    return out, m_safe + torch.log(total)
+
+
+def split_results(scores: torch.Tensor, values: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over each split of the keys alone: ``(outputs, lses)``, stacked on a new first axis.
+
+    ``scores`` ``(..., len_q, len_k)`` (``-inf`` = masked), ``values`` ``(..., len_k, d_v)``, ``sizes`` the
+    splits' numbers of keys (summing to ``len_k``). A split whose keys are all masked for a row gives
+    that row 0 and ``-inf``, as an attention kernel does.
+    """
+    outputs, lses, start = [], [], 0
+    for n in sizes:
+        s, v = scores[..., start : start + n], values[..., start : start + n, :]
+        lse = torch.logsumexp(s, dim=-1)
+        p = torch.exp(s - torch.where(lse == NEG_INF, torch.zeros_like(lse), lse)[..., None])
+        outputs.append(p @ v)
+        lses.append(lse)
+        start += n
+    return torch.stack(outputs), torch.stack(lses)
 
 
 def padded_attention(query, key, value, kv_lens=None, scale=None) -> torch.Tensor:
@@ -206,6 +241,58 @@ def merge_states_mistake(a, b, result) -> str | None:
             if _close(gl, el) and not _close(gacc, eacc):
                 return "acc needs the same weights as l: acc1 * exp(m1 - m)[..., None] + acc2 * exp(m2 - m)[..., None]"
             return "l = l1 * exp(m1 - m) + l2 * exp(m2 - m) with m = max(m1, m2), and acc with the same weights"
+    return None
+
+
+def combine_mistake(outputs: torch.Tensor, lses: torch.Tensor, result) -> str | None:
+    """Name the usual mistake behind ``result``, the student's combination of ``outputs`` by ``lses``, if one does."""
+    pair = isinstance(result, (tuple, list)) and len(result) == 2
+    if not (pair and all(isinstance(t, torch.Tensor) for t in result)):
+        return "return a tuple of two tensors, (out, lse)"
+    got_out, got_lse = (t.double() for t in result)
+    outputs, lses = outputs.double(), lses.double()
+    out, lse = reference_combine_splits(outputs, lses)
+    if got_out.shape != out.shape or got_lse.shape != lse.shape:
+        return (
+            f"the splits axis is the first one, and it goes: out is (..., len_q, d_v) = {tuple(out.shape)}, "
+            f"lse (..., len_q) = {tuple(lse.shape)}"
+        )
+    if not torch.isfinite(got_out).all():
+        if (lses == NEG_INF).all(dim=0).any():
+            return (
+                "a row whose every split is empty (all lse = -inf) gives exp(-inf - (-inf)) = NaN, or 0 / 0: "
+                "subtract 0 where the largest lse is -inf, and give such a row the output 0"
+            )
+        finite = lses[torch.isfinite(lses)]
+        if finite.numel() and finite.abs().max() > 80:
+            return (
+                "exp(lse) overflows for large scores: subtract the largest lse of each row first, exp(lse_s - m) <= 1"
+            )
+    m = lses.amax(dim=0)
+    m_safe = torch.where(m == NEG_INF, torch.zeros_like(m), m)
+    w = torch.exp(lses - m_safe)
+    normalised = w / torch.where(w.sum(0) == 0, torch.ones_like(m), w.sum(0))
+    with np.errstate(all="ignore"):
+        if not _close(got_out, out):
+            candidates = {
+                "each split's output is already normalised over its own keys: weigh it by exp(lse_s - lse), its "
+                "share of the whole softmax, not equally (a plain mean ignores how much mass each split holds)":
+                    outputs.mean(dim=0),
+                "the weights exp(lse_s - m) must be divided by their sum: the weights of the splits add up to 1":
+                    (w[..., None] * outputs).sum(dim=0),
+                "the weights have one value per row, shape (splits, ..., len_q): give them a last axis, "
+                "w[..., None], to scale the rows of the outputs": _maybe(lambda: (normalised * outputs).sum(dim=0)),
+            }
+            for text, value in candidates.items():
+                if _close(got_out, value):
+                    return text
+        if not _close(got_lse, lse):
+            for text, value in {
+                "lse is the log-sum-exp of the splits' lse, m + log(Σ exp(lse_s - m)), not their max": m,
+                "lse is the log-sum-exp of the splits' lse, m + log(Σ exp(lse_s - m)), not their sum": lses.sum(0),
+            }.items():
+                if _close(got_lse, value):
+                    return text
     return None
 
 
@@ -382,6 +469,38 @@ def check_merge_softmax_states(merge: Callable) -> None:
     hint = merge_states_mistake(empty, empty, got)
     merged = _state_of(c, got, "merge_softmax_states")
     c.finite(np.concatenate([merged[1], merged[2].ravel()]), "merging two empty states (m = -inf)", hint)
+    c.done()
+
+
+def check_combine_splits(combine: Callable) -> None:
+    """Check ``combine_splits(outputs, lses) -> (out, lse)`` on 3 uneven splits, large scores and empty splits."""
+    c = Check("combine_splits")
+    g = torch.Generator().manual_seed(62)
+    scores = torch.randn(4, 11, generator=g, dtype=torch.float64) * 2  # 4 query rows, 11 keys
+    values = torch.randn(11, 3, generator=g, dtype=torch.float64)
+    scores[1] += 1000.0  # row 1: scores in the thousands
+    scores[2, :6] = NEG_INF  # row 2: its first two splits hold only masked keys
+    scores[3] = NEG_INF  # row 3: no key at all
+    sizes = [2, 4, 5]
+    outputs, lses = split_results(scores, values, sizes)
+    result = c.call(combine, outputs, lses, hint=lambda err: (
+        "the weights have one value per row: w[..., None] scales the rows of the outputs"
+        if "size of tensor" in str(err) else None))
+    hint = combine_mistake(outputs, lses, result)
+    c.true(isinstance(result, (tuple, list)) and len(result) == 2, "combine_splits should return (out, lse)",
+           got=describe(result), hint=hint)
+    out, lse = c.array(result[0], "out"), c.array(result[1], "lse")
+    full_lse = torch.logsumexp(scores, dim=-1)
+    full_out = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0) @ values
+    c.shape(out, (4, 3), "out, for splits of 2, 4 and 5 keys, 4 rows, d_v = 3", hint)
+    if hint and not (np.allclose(out, full_out, atol=1e-6) and np.allclose(lse[:3], full_lse[:3])):
+        c.fail(hint, got=f"out: {difference(out, full_out)}; lse: {difference(lse, full_lse)}")  # the mistake first
+    c.finite(out, "out (rows with scores near 1000, a row with two empty splits, a row with no key)", hint)
+    c.close(out[:3], full_out[:3], "out of rows 0-2, compared with attention over all 11 keys", hint)
+    c.close(out[3], full_out[3], "out of row 3, whose every split is empty (it should be 0)", hint)
+    c.shape(lse, (4,), "lse", hint)
+    c.close(lse[:3], full_lse[:3], "lse of rows 0-2, compared with logsumexp over all 11 scores", hint)
+    c.true(bool(lse[3] == NEG_INF), "the lse of a row with no key at all is -inf", got=describe(lse[3]), hint=hint)
     c.done()
 
 

@@ -1,7 +1,8 @@
 """Self-checks of exercise 07, sparse and latent cross-attention.
 
-from course_lib.checks import (check_band_mask, check_band_flops, check_latent_cross_attention,
-                               check_linear_attention_explicit, check_linear_attention)
+from course_lib.checks import (check_band_mask, check_band_flops, check_bigbird_mask,
+                               check_latent_cross_attention, check_linear_attention_explicit,
+                               check_linear_attention)
 
 The ``*_mistake`` functions name the usual mistake behind a wrong answer; the hidden tests
 reuse them, so that a student hears the same diagnosis from both.
@@ -23,19 +24,24 @@ from ..masks import padding_mask
 from ..multihead import MultiHeadAttention
 from ..sparse import LatentCrossAttention as _ReferenceLatent
 from ..sparse import band_mask as _reference_band_mask
+from ..sparse import block_layout as _reference_block_layout
+from ..sparse import block_sparse_mask as _reference_block_sparse_mask
 from ..sparse import linear_attention as _reference_linear
-from ._common import Check, describe
+from ._common import Check, describe, difference
 
 __all__ = [
     "band_flops_mistake",
     "band_mask_mistake",
+    "bigbird_mask_mistake",
     "check_band_flops",
     "check_band_mask",
+    "check_bigbird_mask",
     "check_latent_cross_attention",
     "check_linear_attention",
     "check_linear_attention_explicit",
     "keys_read",
     "linear_attention_mistake",
+    "reference_bigbird_mask",
 ]
 
 
@@ -167,6 +173,123 @@ def check_band_mask(band_mask: Callable) -> None:
     _check_one_band(c, band_mask, 9, 4, 2, "len_q > len_k: s = 4/9 < 1, and neighbouring queries share keys")
     _check_one_band(c, band_mask, 7, 29, 1, "compute start_i with integers, not floats (lesson 07 § 2)")
     _check_one_band(c, band_mask, 13, 28, 2, "compute start_i with integers, not floats (lesson 07 § 2)")
+    c.done()
+
+
+# --- task 3: BigBird's pattern: a band of blocks and global tokens -----------------------------
+def _blocks(n: int, block_size: int) -> int:
+    return -(-n // block_size)
+
+
+def _expand(layout: np.ndarray, block_size: int, len_q: int, len_k: int) -> np.ndarray:
+    return layout.repeat(block_size, axis=0).repeat(block_size, axis=1)[:len_q, :len_k]
+
+
+def reference_bigbird_mask(len_q: int, len_k: int, block_size: int, window: int, num_global: int) -> torch.Tensor:
+    """BigBird's pattern without its random blocks, ``(len_q, len_k)`` bool, True = may attend.
+
+    Query block ``a`` reads the ``window`` key blocks of ``band_mask(num_q_blocks, num_k_blocks, window)``;
+    the first ``num_global`` keys are read by every query and the first ``num_global`` queries read every key.
+    """
+    nq, nk = _blocks(len_q, block_size), _blocks(len_k, block_size)
+    mask = _reference_block_sparse_mask(
+        len_q, len_k, block_size, _reference_block_layout(nq, nk, local=window), global_tokens=num_global
+    )
+    mask[:num_global] = True
+    return mask
+
+
+def _bigbird_variants(len_q: int, len_k: int, block_size: int, window: int, g: int) -> dict[str, np.ndarray]:
+    """The usual wrong patterns, each with what to tell the student."""
+    nq, nk = _blocks(len_q, block_size), _blocks(len_k, block_size)
+    band = _expand(_reference_band_mask(nq, nk, window).numpy(), block_size, len_q, len_k)
+    rows, cols = band.copy(), band.copy()
+    rows[:g] = True
+    cols[:, :g] = True
+    both = rows | cols
+    variants = {
+        "the rows are missing: BigBird's global tokens go both ways, the first num_global keys are read by every "
+        "query (columns) AND the first num_global queries read every key (rows)": cols,
+        "the columns are missing: BigBird's global tokens go both ways, the first num_global queries read every "
+        "key (rows) AND the first num_global keys are read by every query (columns)": rows,
+        "the window is counted in blocks: query block a reads the key blocks of band_mask(num_q_blocks, "
+        "num_k_blocks, window), expanded to tokens; a token-level band of window·block_size keys is another "
+        "pattern": None,
+        "the global tokens are the first num_global queries and keys, not the last ones": None,
+    }
+    token_band = _reference_band_mask(len_q, len_k, window * block_size).numpy()
+    token_band[:g] = True
+    token_band[:, :g] = True
+    keys = list(variants)
+    variants[keys[2]] = token_band
+    last = band.copy()
+    if g:
+        last[-g:] = True
+        last[:, -g:] = True
+    variants[keys[3]] = last
+    diagonal = np.abs(np.arange(nq)[:, None] - np.arange(nk)[None, :]) <= (window - 1) // 2
+    diag = _expand(diagonal, block_size, len_q, len_k) | (both & ~band)
+    variants[
+        "the band of blocks follows the slope num_k_blocks / num_q_blocks when the counts differ: use your "
+        "band_mask of task 1 on the block counts, not |a − b| <= (window − 1)/2"
+    ] = diag
+    return variants
+
+
+def bigbird_mask_mistake(len_q: int, len_k: int, block_size: int, window: int, num_global: int, got: Any) -> str | None:
+    """Name the usual mistake that explains ``got``, the student's ``bigbird_mask(...)``, if one does."""
+    mask = _as_bool_array(got)
+    if mask is None:
+        return None
+    expected = reference_bigbird_mask(len_q, len_k, block_size, window, num_global).numpy()
+    if mask.shape != expected.shape:
+        nq, nk = _blocks(len_q, block_size), _blocks(len_k, block_size)
+        if mask.shape == (nq * block_size, nk * block_size):
+            return (
+                "the last blocks are partial when a length is not a multiple of block_size: cut the expanded "
+                "mask to (len_q, len_k), e.g. [:len_q, :len_k]"
+            )
+        if mask.shape == ((len_q // block_size) * block_size, (len_k // block_size) * block_size):
+            return (
+                "count the blocks with a ceiling, ceil(len / block_size) = -(-len // block_size): the last, partial "
+                "block holds tokens too"
+            )
+        if mask.shape == (nq, nk):
+            return "that is the block layout: expand each block to block_size × block_size tokens (repeat_interleave)"
+        if mask.shape == expected.shape[::-1]:
+            return "the mask is transposed: it is (len_q, len_k), one row per query"
+        return None
+    for problem, variant in _bigbird_variants(len_q, len_k, block_size, window, num_global).items():
+        if not np.array_equal(variant, expected) and np.array_equal(mask, variant):
+            return problem
+    return None
+
+
+def _check_one_bigbird(c: Check, bigbird_mask: Callable, len_q: int, len_k: int, bs: int, window: int, g: int):
+    what = f"bigbird_mask({len_q}, {len_k}, block_size={bs}, window={window}, num_global={g})"
+    got = c.call(bigbird_mask, len_q, len_k, bs, window, g)
+    mask = _as_bool_array(got)
+    c.true(isinstance(got, torch.Tensor) and mask is not None, f"{what} should return a torch bool tensor",
+           got=describe(got))
+    expected = reference_bigbird_mask(len_q, len_k, bs, window, g).numpy()
+    mistake = bigbird_mask_mistake(len_q, len_k, bs, window, g, got)
+    c.shape(mask, expected.shape, what, mistake or "one row per query, one column per key: (len_q, len_k)")
+    c.true(got.dtype == torch.bool, f"{what} should have dtype bool (True = may attend)",
+           got=describe(got, sums=False), hint="combine boolean masks with |, and keep them boolean")
+    if not np.array_equal(mask, expected):
+        if mistake:  # the mistake first: it names what went wrong
+            c.fail(f"{what}: {mistake}", got=_first_wrong_row(expected, mask))
+        c.fail(f"{what}: wrong pattern ({_first_wrong_row(expected, mask)})")
+    c.count += 1
+
+
+def check_bigbird_mask(bigbird_mask: Callable) -> None:
+    """Check ``bigbird_mask(len_q, len_k, block_size, window, num_global)`` on a few small patterns."""
+    c = Check("bigbird_mask")
+    _check_one_bigbird(c, bigbird_mask, 8, 8, 2, 1, 0)  # the band of blocks alone, on the diagonal
+    _check_one_bigbird(c, bigbird_mask, 8, 16, 2, 3, 0)  # 4 query blocks, 8 key blocks: the slope 2
+    _check_one_bigbird(c, bigbird_mask, 8, 16, 2, 3, 1)  # plus one global token, both ways
+    _check_one_bigbird(c, bigbird_mask, 7, 11, 3, 1, 2)  # partial last blocks
     c.done()
 
 
@@ -536,7 +659,21 @@ def check_linear_attention_explicit(linear_attention_explicit: Callable) -> None
 def check_linear_attention(linear_attention: Callable) -> None:
     """Check ``linear_attention(query, key, value, key_mask=None, eps=1e-6)``: the regrouped form."""
     c = Check("linear_attention")
+    # float64 stays float64: only float16 and bfloat16 are computed in float32. First, before the tolerance of
+    # the checks below hides it behind "wrong values".
+    q64, k64, v64 = _random_qkv(74, 1, 2, 3, 40, 4, 3)
+    out64 = c.call(linear_attention, q64, k64, v64)
+    c.true(isinstance(out64, torch.Tensor) and out64.dtype == torch.float64,
+           "float64 inputs should give a float64 output", got=describe(out64, sums=False),
+           hint="convert the result back to the input's dtype: out.to(query.dtype)")
+    expected64 = _reference_linear(q64, k64, v64)
+    in_float32 = _reference_linear(q64.float(), k64.float(), v64.float()).double()
+    if out64.shape == expected64.shape and not torch.allclose(out64, expected64, atol=1e-12, rtol=1e-12):
+        if torch.allclose(out64, in_float32, atol=1e-6):  # the mistake first: it names what went wrong
+            c.fail("float64 was computed in float32: upcast only float16 and bfloat16, keep float64 as it is",
+                   got=difference(out64, expected64, atol=1e-12, rtol=1e-12))
     _check_linear_common(c, linear_attention, "linear_attention")
+    c.close(out64, expected64, "linear_attention of float64 inputs, to 1e-12", atol=1e-12, rtol=1e-12)
 
     # The regrouped form never builds len_q × len_k: watch the tensors it creates.
     q, k, v = _random_qkv(72, 1, 1, 1000, 1200, 4, 4, dtype=torch.float32)

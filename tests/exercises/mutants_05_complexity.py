@@ -14,6 +14,32 @@ correct one: the object behaves exactly as a class with that wrong ``step`` woul
 
 import textwrap
 
+# The correct __init__ of task 6, which the mutants of its step keep.
+_SELF_CACHE = """
+self.layer = layer
+self.key = self.value = None
+"""
+
+
+def _wrong_self_step(body: str, *, append: bool = False) -> str:
+    """The correct empty cache of task 6, and ``step(x_t)`` replaced by ``body`` for this instance.
+
+    ``append``: ``body`` follows the correct projections and growth of the cache (``_PROJECT_AND_APPEND``).
+    """
+    body = textwrap.dedent(body).strip("\n")
+    if append:
+        body = _PROJECT_AND_APPEND.strip("\n") + "\n" + body
+    return _SELF_CACHE + "\n\ndef step(x_t):\n" + textwrap.indent(body, "    ") + "\n\n\nself.step = step\n"
+
+
+# The projections and the growing cache of a correct step of task 6; the mutants change what follows.
+_PROJECT_AND_APPEND = """
+q = split_heads(layer.q_proj(x_t), layer.num_heads)
+k, v = split_heads(layer.k_proj(x_t), layer.num_heads), split_heads(layer.v_proj(x_t), layer.num_heads)
+self.key = k if self.key is None else torch.cat([self.key, k], dim=2)
+self.value = v if self.value is None else torch.cat([self.value, v], dim=2)
+"""
+
 # The correct __init__ of task 5, which the mutants of its step keep.
 _CACHE = """
 self.layer, self.mask = layer, context_mask
@@ -474,5 +500,80 @@ MUTANTS = {
             """
         ),
         ["test_several_queries_at_once"],
+    ),
+    "self-attention step with PyTorch's top-left is_causal=True": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            out = torch.nn.functional.scaled_dot_product_attention(q, self.key, self.value, is_causal=True)
+            return layer.out_proj(merge_heads(out))
+            """,
+            append=True,
+        ),
+        ["test_token_by_token_equals_causal_self_attention",
+         "test_several_new_tokens_after_the_past_are_aligned_bottom_right"],
+        {"feedback": "aligned top-left", "self_check": "aligned top-left"},
+    ),
+    "self-attention step with a top-left causal mask built by hand": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            mask = torch.ones(x_t.shape[1], self.key.shape[2], dtype=torch.bool).tril()
+            return layer.out_proj(merge_heads(scaled_dot_product_attention(q, self.key, self.value, mask)))
+            """,
+            append=True,
+        ),
+        ["test_token_by_token_equals_causal_self_attention"],
+        {"feedback": "new query i sees keys j <= i + (n - t)", "self_check": "aligned top-left"},
+    ),
+    "self-attention step without a causal mask": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            return layer.out_proj(merge_heads(scaled_dot_product_attention(q, self.key, self.value)))
+            """,
+            append=True,
+        ),
+        ["test_a_prompt_in_one_step_is_causal", "test_several_new_tokens_after_the_past_are_aligned_bottom_right"],
+        {"feedback": "no causal mask among the new tokens", "self_check": "no causal mask among the new tokens"},
+    ),
+    "self-attention cache that keeps only the newest keys and values": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            q = split_heads(layer.q_proj(x_t), layer.num_heads)
+            self.key = split_heads(layer.k_proj(x_t), layer.num_heads)
+            self.value = split_heads(layer.v_proj(x_t), layer.num_heads)
+            mask = causal_mask(x_t.shape[1], self.key.shape[2])
+            return layer.out_proj(merge_heads(scaled_dot_product_attention(q, self.key, self.value, mask)))
+            """
+        ),
+        ["test_cache_grows_by_the_new_keys_and_values", "test_token_by_token_equals_causal_self_attention"],
+        {"feedback": "the cache does not grow", "self_check": "append each step's new keys"},
+    ),
+    "self-attention cache grown along the heads axis": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            q = split_heads(layer.q_proj(x_t), layer.num_heads)
+            k, v = split_heads(layer.k_proj(x_t), layer.num_heads), split_heads(layer.v_proj(x_t), layer.num_heads)
+            self.key = k if self.key is None else torch.cat([self.key, k], dim=1)
+            self.value = v if self.value is None else torch.cat([self.value, v], dim=1)
+            mask = causal_mask(x_t.shape[1], self.key.shape[2])
+            return layer.out_proj(merge_heads(scaled_dot_product_attention(q, self.key, self.value, mask)))
+            """
+        ),
+        ["test_cache_grows_by_the_new_keys_and_values"],
+    ),
+    "self-attention step masked with causal_mask(n), as if every token were new": (
+        "cached_self_attention",
+        _wrong_self_step(
+            """
+            mask = causal_mask(self.key.shape[2])
+            return layer.out_proj(merge_heads(scaled_dot_product_attention(q, self.key, self.value, mask)))
+            """,
+            append=True,
+        ),
+        ["test_token_by_token_equals_causal_self_attention"],
     ),
 }

@@ -393,4 +393,79 @@ MUTANTS = {
         _kernel(_UPDATE, head=_LOOP_HEAD.replace("range(0, kv_len, BLOCK_N)", "range(0, len_k, BLOCK_N)")),
         ["test_empty_source_gives_zeros"],
     ),
+    "combine by a plain mean of the split outputs": (
+        "combine_splits",
+        """
+        return outputs.mean(dim=0), torch.logsumexp(lses, dim=0)
+        """,
+        ["test_uneven_splits_equal_attention_over_all_keys"],
+        {"feedback": "not equally", "self_check": "not equally"},
+    ),
+    "combine with weights exp(lse_s - m) that are not normalised": (
+        "combine_splits",
+        """
+        m = lses.amax(dim=0)
+        m_safe = torch.where(m == -math.inf, torch.zeros_like(m), m)
+        w = torch.exp(lses - m_safe)
+        return (w[..., None] * outputs).sum(dim=0), m_safe + torch.log(w.sum(dim=0))
+        """,
+        ["test_uneven_splits_equal_attention_over_all_keys"],
+        {"feedback": "divided by their sum", "self_check": "divided by their sum"},
+    ),
+    "combine with exp(lse) before subtracting the largest lse": (
+        "combine_splits",
+        """
+        w = torch.exp(lses)
+        total = w.sum(dim=0)
+        return (w[..., None] * outputs).sum(dim=0) / total[..., None], torch.log(total)
+        """,
+        ["test_large_scores_do_not_overflow"],
+        {"feedback": "overflows", "self_check": True},
+    ),
+    "combine by torch.softmax over the splits, NaN where every split is empty": (
+        "combine_splits",
+        """
+        share = torch.softmax(lses, dim=0)
+        return (share[..., None] * outputs).sum(dim=0), torch.logsumexp(lses, dim=0)
+        """,
+        ["test_empty_splits_weigh_nothing_and_empty_rows_give_zero"],
+        {"feedback": "every split is empty", "self_check": "every split is empty"},
+    ),
+    "combine with the row weights missing their last axis": (
+        "combine_splits",
+        """
+        m = lses.amax(dim=0)
+        m_safe = torch.where(m == -math.inf, torch.zeros_like(m), m)
+        w = torch.exp(lses - m_safe)
+        total = w.sum(dim=0)
+        share = w / torch.where(total == 0, torch.ones_like(total), total)
+        return (share * outputs).sum(dim=0), m_safe + torch.log(total)
+        """,
+        ["test_uneven_splits_equal_attention_over_all_keys"],
+    ),
+    "combine returning the largest lse as the lse": (
+        "combine_splits",
+        """
+        m = lses.amax(dim=0)
+        m_safe = torch.where(m == -math.inf, torch.zeros_like(m), m)
+        w = torch.exp(lses - m_safe)
+        total = w.sum(dim=0)
+        share = w / torch.where(total == 0, torch.ones_like(total), total)
+        return (share[..., None] * outputs).sum(dim=0), m
+        """,
+        ["test_lse_is_the_log_sum_exp_of_all_scores"],
+        {"feedback": "not their max", "self_check": "not their max"},
+    ),
+    "combine that shifts the lses in place": (
+        "combine_splits",
+        """
+        m = lses.amax(dim=0)
+        m_safe = torch.where(m == -math.inf, torch.zeros_like(m), m)
+        w = lses.sub_(m_safe).exp_()
+        total = w.sum(dim=0)
+        share = w / torch.where(total == 0, torch.ones_like(total), total)
+        return (share[..., None] * outputs).sum(dim=0), m_safe + torch.log(total)
+        """,
+        ["test_inputs_are_not_modified"],
+    ),
 }

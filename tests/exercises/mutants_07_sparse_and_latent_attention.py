@@ -187,7 +187,7 @@ MUTANTS = {
         band_flops(band="dense * (global_tokens + width) / len_k"),
         ["test_returns_int_counts_and_the_saving"],
     ),
-    # -- task 3: LatentCrossAttention --------------------------------------------------------
+    # -- task 4: LatentCrossAttention --------------------------------------------------------
     "latents attended by the source (direction reversed)": (
         "latent_attention",
         latent_forward("return self.attn(context, self.latents.expand(context.shape[0], -1, -1))"),
@@ -235,7 +235,7 @@ MUTANTS = {
         """,
         ["test_matches_the_reference_with_its_weights"],
     ),
-    # -- task 4: linear_attention_explicit ------------------------------------------------------
+    # -- task 5: linear_attention_explicit ------------------------------------------------------
     "explicit: φ = elu without +1": (
         "linear_explicit",
         replace(_EXPLICIT, "(F.elu(query) + 1) @ (F.elu(key) + 1)", "F.elu(query) @ F.elu(key)"),
@@ -293,7 +293,7 @@ MUTANTS = {
         ),
         ["test_matches_the_formula"],
     ),
-    # -- task 5: linear_attention ------------------------------------------------------------
+    # -- task 6: linear_attention ------------------------------------------------------------
     "regrouped: builds φ(Q)φ(K)ᵀ after all": (
         "linear_attention",
         replace(
@@ -307,6 +307,12 @@ MUTANTS = {
         "linear_attention",
         replace(_LINEAR, "if dtype in (torch.float16, torch.bfloat16):", "if False:"),
         ["test_half_precision_over_a_long_source"],
+    ),
+    "regrouped: every dtype computed in float32, float64 included": (
+        "linear_attention",
+        replace(_LINEAR, "if dtype in (torch.float16, torch.bfloat16):", "if True:"),
+        ["test_float64_is_computed_in_float64"],
+        {"feedback": "upcast only float16 and bfloat16", "self_check": "float64 was computed in float32"},
     ),
     "regrouped: float32 result for float16 inputs": (
         "linear_attention",
@@ -345,5 +351,95 @@ MUTANTS = {
         "linear_attention",
         replace(_LINEAR, "phi_q, phi_k = F.elu(query) + 1, F.elu(key) + 1", "phi_q, phi_k = F.elu(query), F.elu(key)"),
         ["test_equals_the_explicit_form"],
+    ),
+    # -- task 3: bigbird_mask -----------------------------------------------------------------
+    "bigbird with global keys only (no global queries)": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = -(-len_q // block_size), -(-len_k // block_size)
+        layout = band_mask(num_q_blocks, num_k_blocks, window)
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)[:len_q, :len_k]
+        mask[:, :num_global] = True
+        return mask
+        """,
+        ["test_global_queries_read_every_key"],
+        {"feedback": "the rows are missing", "self_check": "the rows are missing"},
+    ),
+    "bigbird with global queries only (no global keys)": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = -(-len_q // block_size), -(-len_k // block_size)
+        layout = band_mask(num_q_blocks, num_k_blocks, window)
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)[:len_q, :len_k]
+        mask[:num_global, :] = True
+        return mask
+        """,
+        ["test_global_keys_are_read_by_every_query"],
+        {"feedback": "the columns are missing", "self_check": "the columns are missing"},
+    ),
+    "bigbird with a token-level band of window * block_size keys": (
+        "bigbird_mask",
+        """
+        mask = band_mask(len_q, len_k, window * block_size)
+        mask[:, :num_global] = True
+        mask[:num_global, :] = True
+        return mask
+        """,
+        ["test_window_counts_blocks_not_tokens", "test_band_of_blocks_follows_the_slope"],
+        {"feedback": "counted in blocks", "self_check": "counted in blocks"},
+    ),
+    "bigbird expanded without cutting the partial last blocks": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = -(-len_q // block_size), -(-len_k // block_size)
+        layout = band_mask(num_q_blocks, num_k_blocks, window)
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)
+        mask[:, :num_global] = True
+        mask[:num_global, :] = True
+        return mask
+        """,
+        ["test_partial_last_blocks"],
+        {"feedback": "cut the expanded", "self_check": "cut the expanded"},
+    ),
+    "bigbird counting the blocks with a floor": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = len_q // block_size, len_k // block_size
+        layout = band_mask(num_q_blocks, num_k_blocks, window)
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)[:len_q, :len_k]
+        mask[:, :num_global] = True
+        mask[:num_global, :] = True
+        return mask
+        """,
+        ["test_partial_last_blocks"],
+        {"feedback": "with a ceiling", "self_check": "with a ceiling"},
+    ),
+    "bigbird with the global tokens last": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = -(-len_q // block_size), -(-len_k // block_size)
+        layout = band_mask(num_q_blocks, num_k_blocks, window)
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)[:len_q, :len_k]
+        if num_global:
+            mask[:, -num_global:] = True
+            mask[-num_global:, :] = True
+        return mask
+        """,
+        ["test_global_keys_are_read_by_every_query", "test_global_queries_read_every_key"],
+        {"feedback": "not the last ones", "self_check": "not the last ones"},
+    ),
+    "bigbird with a diagonal band of blocks that ignores the slope": (
+        "bigbird_mask",
+        """
+        num_q_blocks, num_k_blocks = -(-len_q // block_size), -(-len_k // block_size)
+        a, b = torch.arange(num_q_blocks)[:, None], torch.arange(num_k_blocks)[None, :]
+        layout = (a - b).abs() <= (window - 1) // 2
+        mask = layout.repeat_interleave(block_size, dim=0).repeat_interleave(block_size, dim=1)[:len_q, :len_k]
+        mask[:, :num_global] = True
+        mask[:num_global, :] = True
+        return mask
+        """,
+        ["test_band_of_blocks_follows_the_slope"],
+        {"feedback": "follows the slope", "self_check": "follows the slope"},
     ),
 }

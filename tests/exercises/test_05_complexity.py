@@ -4,7 +4,7 @@ Each test probes one property, so that each typical mistake loses its own points
 message names the concept (students see the message, never this code). Nothing here
 times anything: counts are compared with the library's formulas (which ``tests/test_complexity.py``
 proves equal to PyTorch's ``FlopCounterMode``), fits with synthetic data of known exponent, and the
-cached cross-attention with ``course_lib.MultiHeadAttention`` holding the same weights.
+cached cross- and self-attention with ``course_lib.MultiHeadAttention`` holding the same weights.
 ``tests/exercises/mutants_05_complexity.py`` lists the mistakes these tests must catch;
 ``tests/grading/test_mutants.py`` proves that they do.
 """
@@ -18,11 +18,14 @@ import torch
 from course_lib import MultiHeadAttention, split_heads
 from course_lib.checks import (
     bytes_mistake,
+    difference,
     fit_mistake,
     flops_mistake,
     layer_flops_mistake,
     reference_fit,
     reference_layer_flops,
+    reference_self_steps,
+    self_step_mistake,
     step_mistake,
 )
 from course_lib.checks import describe as describe_value
@@ -455,3 +458,86 @@ class TestCachedCrossAttention:
                 "and make step() attend to them: re-projecting the whole source for every generated token is the "
                 "cost a cache avoids"
             )
+
+
+def feed(student, seed: int, steps: list[int], *, d_model: int = 16, heads: int = 4, batch: int = 2):
+    """Feed a random sequence to the student's ``CachedSelfAttention`` in steps of the given sizes.
+
+    Returns ``(reference, x, cache, outputs)``: the reference layer, the whole sequence
+    ``(batch, sum(steps), d_model)``, the student's cache and its output of each step.
+    """
+    layer, reference = decoding_setup(student, seed, d_model=d_model, heads=heads, d_context=d_model)
+    x = torch.randn(batch, sum(steps), d_model)
+    cache = student.CachedSelfAttention(layer)
+    outputs, past = [], 0
+    for t in steps:
+        outputs.append(cache.step(x[:, past : past + t]))
+        past += t
+    return reference, x, cache, outputs
+
+
+def check_self_steps(reference, x, steps: list[int], outputs, what: str) -> None:
+    expected, past = reference_self_steps(reference, x), 0
+    for t, got in zip(steps, outputs):
+        got = as_tensor(got, f"step(x_t) for {t} new token(s)")
+        want = expected[:, past : past + t]
+        assert got.shape == want.shape, (
+            f"step(x_t) for x_t of shape {(x.shape[0], t, x.shape[2])} should return {tuple(want.shape)} "
+            f"(batch, t, d_model), got {tuple(got.shape)}"
+        )
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (
+            f"{what}: the step of {t} new token(s) after {past} differs from causal self-attention over the whole "
+            f"sequence at those positions ({difference(got, want, atol=1e-5, rtol=1e-4)})"
+            + because(
+                self_step_mistake(reference, x[:, : past + t], past, got),
+                ": project the new tokens, append their keys and values to the cache, then attend under "
+                "causal_mask(t, n), aligned bottom-right",
+            )
+        )
+        past += t
+
+
+@pytest.mark.task("cached_self_attention")
+class TestCachedSelfAttention:
+    @pytest.mark.points(1)
+    def test_cache_grows_by_the_new_keys_and_values(self, student):
+        """self.key and self.value hold the projected keys and values of every token fed so far"""
+        steps = [2, 1, 3]
+        reference, x, cache, _ = feed(student, 70, steps, d_model=12, heads=3)
+        with torch.no_grad():
+            expected = {
+                "key": split_heads(reference.k_proj(x), 3),
+                "value": split_heads(reference.v_proj(x), 3),
+            }
+        for name, want in expected.items():
+            got = cache_tensor(cache, name)
+            assert got.shape == want.shape, (
+                f"after steps of {steps} tokens (batch 2, 3 heads of 4), self.{name} should be (batch, heads, n, "
+                f"head_dim) = {tuple(want.shape)}, got {tuple(got.shape)}: append each step's new {name}s to those "
+                "of the earlier steps along the length axis (torch.cat(..., dim=2))"
+            )
+            assert torch.allclose(got, want, atol=1e-5), (
+                f"self.{name} has the right shape but wrong values ({difference(got, want, atol=1e-5)}): it should "
+                f"be split_heads(layer.{name[0]}_proj(every token fed), num_heads), the steps' {name}s in order"
+            )
+
+    @pytest.mark.points(2)
+    def test_token_by_token_equals_causal_self_attention(self, student):
+        """fed one token per step, the outputs equal causal self-attention over the whole sequence"""
+        steps = [1] * 6
+        reference, x, _, outputs = feed(student, 71, steps)
+        check_self_steps(reference, x, steps, outputs, "one token per step")
+
+    @pytest.mark.points(1)
+    def test_a_prompt_in_one_step_is_causal(self, student):
+        """a prompt of 5 tokens fed in one step: each token sees itself and the tokens before it, not after"""
+        steps = [5]
+        reference, x, _, outputs = feed(student, 72, steps, d_model=12, heads=2)
+        check_self_steps(reference, x, steps, outputs, "a prompt of 5 tokens in one step")
+
+    @pytest.mark.points(2)
+    def test_several_new_tokens_after_the_past_are_aligned_bottom_right(self, student):
+        """a prompt, one token, then 3 tokens at once: new query i sees keys j <= i + (n - t), bottom-right"""
+        steps = [3, 1, 3]
+        reference, x, _, outputs = feed(student, 73, steps, batch=3)
+        check_self_steps(reference, x, steps, outputs, "steps of 3, 1 and 3 tokens")

@@ -15,10 +15,13 @@ import pytest
 import torch
 
 from course_lib.checks import (
+    combine_mistake,
     describe,
+    difference,
     merge_states_mistake,
     padded_attention,
     softmax_state,
+    split_results,
     tiled_mistake,
     triton_mistake,
     update_mistake,
@@ -326,7 +329,119 @@ class TestMergeStates:
         )
 
 
-# -- task 3: tiled attention -----------------------------------------------------------------
+# -- task 3: combining split outputs by their log-sum-exps ------------------------------------
+
+
+def combine(student, outputs, lses):
+    """The student's ``(out, lse)`` as float64 tensors, after checking what came back."""
+    result = student.combine_splits(outputs, lses)
+    assert isinstance(result, (tuple, list)) and len(result) == 2, (
+        f"combine_splits should return two tensors, (out, lse); got {describe(result)}"
+    )
+    shapes = (tuple(outputs.shape[1:]), tuple(lses.shape[1:]))
+    named = zip(result, ("out", "lse"), shapes)
+    return tuple(as_tensor(t, f"combine_splits' {name}", shape) for t, name, shape in named)
+
+
+def full_attention(scores, values):
+    """Attention over all the keys and its log-sum-exp: 0 and -inf for a row with no key."""
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0) @ values, torch.logsumexp(scores, dim=-1)
+
+
+def combine_case(seed: int, rows: tuple, sizes: list[int], d_v: int, scale: float = 2.0):
+    scores = randn(seed, *rows, sum(sizes)) * scale
+    values = randn(seed + 1, *rows[:-1], sum(sizes), d_v)
+    return scores, values
+
+
+@pytest.mark.task("combine_splits")
+class TestCombineSplits:
+    def _check(self, student, scores, values, sizes, what: str, rows=slice(None)):
+        outputs, lses = split_results(scores, values, sizes)
+        out, lse = combine(student, outputs, lses)
+        want_out, want_lse = full_attention(scores, values)
+        result = (out, lse)
+        assert close(out[rows], want_out[rows]), (
+            f"{what}: out differs from attention over all the keys ({difference(out[rows], want_out[rows])})"
+            + hint(combine_mistake(outputs, lses, result) or "the weights are exp(lse_s - lse), one per split and row")
+        )
+        return outputs, lses, out, lse, want_lse
+
+    @pytest.mark.points(2)
+    def test_uneven_splits_equal_attention_over_all_keys(self, student):
+        """splits of 3, 9 and 1 keys combine into attention over all 13 keys"""
+        scores, values = combine_case(90, (2, 3, 4), [3, 9, 1], 5)
+        scores[0, :, :, :3] += 3.0  # the mass sits in different splits in different rows
+        scores[1, :, :, 12:] += 4.0
+        self._check(student, scores, values, [3, 9, 1], "splits of 3, 9 and 1 keys")
+
+    @pytest.mark.points(1)
+    def test_lse_is_the_log_sum_exp_of_all_scores(self, student):
+        """the combined lse is the log-sum-exp of all the scores"""
+        scores, values = combine_case(91, (3, 5), [4, 4, 6], 2)
+        outputs, lses = split_results(scores, values, [4, 4, 6])
+        out, lse = combine(student, outputs, lses)
+        want = torch.logsumexp(scores, dim=-1)
+        assert close(lse, want), (
+            f"lse differs from logsumexp over all the scores ({difference(lse, want)})"
+            + hint(combine_mistake(outputs, lses, (out, lse)) or "lse = m + log(Σ_s exp(lse_s - m)), m = max_s lse_s")
+        )
+
+    @pytest.mark.points(1)
+    def test_rows_scaled_when_len_q_equals_d_v(self, student):
+        """many splits, batch and head axes, len_q == d_v: each row gets its own weights"""
+        scores, values = combine_case(92, (2, 2, 4), [2, 3, 1, 5, 2, 3], 4)
+        scores[..., 1, :2] += 6.0  # query row 1 puts its mass in the first split
+        self._check(student, scores, values, [2, 3, 1, 5, 2, 3], "6 splits, len_q = d_v = 4")
+
+    @pytest.mark.points(1)
+    def test_large_scores_do_not_overflow(self, student):
+        """scores in the thousands: the combination stays finite and exact"""
+        scores, values = combine_case(93, (3, 4), [5, 7], 3)
+        scores += torch.tensor([500.0, 1000.0, -1000.0], dtype=torch.float64)[:, None, None]
+        outputs, lses, out, lse, want_lse = self._check(student, scores, values, [5, 7], "scores around ±1000")
+        assert close(lse, want_lse, atol=1e-6), (
+            f"lse for scores around ±1000 differs from logsumexp ({difference(lse, want_lse)})"
+            + hint(combine_mistake(outputs, lses, (out, lse)))
+        )
+
+    @pytest.mark.points(1)
+    def test_empty_splits_weigh_nothing_and_empty_rows_give_zero(self, student):
+        """an empty split weighs nothing; a row with no key in any split gives 0 and lse -inf, not NaN"""
+        sizes = [4, 3, 5]
+        scores, values = combine_case(94, (4, 6), sizes, 3)
+        scores[0, :, 4:7] = NEG_INF  # batch 0: the middle split is empty
+        scores[1, :, :7] = NEG_INF  # batch 1: only the last split has keys
+        scores[2, 2] = NEG_INF  # batch 2: row 2 has no key at all
+        outputs, lses = split_results(scores, values, sizes)
+        out, lse = combine(student, outputs, lses)
+        want_out, want_lse = full_attention(scores, values)
+        told = hint(combine_mistake(outputs, lses, (out, lse)))
+        assert bool(torch.isfinite(out).all()), (
+            "out contains NaN or inf when some splits are empty (lse = -inf), or a row has no key at all" + told
+        )
+        assert close(out, want_out), (
+            f"with empty splits, out differs from attention over the remaining keys ({difference(out, want_out)})"
+            + told
+        )
+        real = torch.isfinite(want_lse)
+        assert bool(lse[2, 2] == NEG_INF) and close(lse[real], want_lse[real]), (
+            "a row with no key in any split has lse = -inf, and the other rows the log-sum-exp of their keys" + told
+        )
+
+    @pytest.mark.points(1)
+    def test_inputs_are_not_modified(self, student):
+        """combine_splits leaves its inputs as they were"""
+        scores, values = combine_case(95, (2, 3), [3, 4], 2)
+        outputs, lses = split_results(scores, values, [3, 4])
+        _, args, _ = call_with_args(student.combine_splits, outputs, lses)
+        assert torch.equal(args[0], outputs) and torch.equal(args[1], lses), (
+            "combine_splits changed its inputs in place: compute new tensors (w = torch.exp(lses - m), not "
+            "lses.sub_(m))"
+        )
+
+
+# -- task 4: tiled attention -----------------------------------------------------------------
 
 
 def tiled(student, q, k, v, kv_lens=None, block_size=16):
@@ -438,7 +553,7 @@ class TestTiledAttention:
         )
 
 
-# -- task 4: the Triton kernel -------------------------------------------------------------------
+# -- task 5: the Triton kernel -------------------------------------------------------------------
 
 
 def flash(student, q, k, v, kv_lens=None):

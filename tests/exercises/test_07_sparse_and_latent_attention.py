@@ -2,7 +2,7 @@
 
 Each test probes one property on seeded inputs, so that each typical mistake loses its
 own points, and its message names the concept (students see the message, never this
-code). The references are ``course_lib.sparse`` (``band_mask``, ``LatentCrossAttention``,
+code). The references are ``course_lib.sparse`` (``band_mask``, ``block_layout``, ``LatentCrossAttention``,
 ``linear_attention``) and ``course_lib.complexity.attention_flops``, run in the grader's
 process. ``tests/exercises/mutants_07_sparse_and_latent_attention.py`` lists the mistakes
 these tests must catch; ``tests/grading/test_mutants.py`` proves that they do.
@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from course_lib import padding_mask
-from course_lib.checks import band_flops_mistake, band_mask_mistake, keys_read, linear_attention_mistake
+from course_lib.checks import (
+    band_flops_mistake,
+    band_mask_mistake,
+    bigbird_mask_mistake,
+    keys_read,
+    linear_attention_mistake,
+    reference_bigbird_mask,
+)
 from course_lib.checks import describe as describe_value
 from course_lib.checks.ex07 import reference_latent
 from course_lib.complexity import attention_flops
@@ -243,7 +250,70 @@ class TestBandFlops:
         )
 
 
-# -- task 3: latent cross-attention ------------------------------------------------------------------
+# -- task 3: BigBird's pattern ------------------------------------------------------------------------
+
+
+def assert_bigbird(student, len_q: int, len_k: int, bs: int, window: int, g: int, property_: str) -> np.ndarray:
+    """The student's pattern equals the specification's, or a message naming the first wrong query."""
+    what = f"bigbird_mask({len_q}, {len_k}, block_size={bs}, window={window}, num_global={g})"
+    with substitute(student, "band_mask", "course_lib.sparse.band_mask"):  # task 1 graded on its own
+        got = student.bigbird_mask(len_q, len_k, bs, window, g)
+    mask = got.numpy() if isinstance(got, torch.Tensor) else got
+    assert isinstance(mask, np.ndarray) and (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)), (
+        f"{what} should return a torch bool tensor, got {describe_value(got)}"
+    )
+    mask = mask != 0
+    expected = reference_bigbird_mask(len_q, len_k, bs, window, g).numpy()
+    mistake = bigbird_mask_mistake(len_q, len_k, bs, window, g, got)
+    assert mask.shape == expected.shape, with_hint(
+        f"{what} should have shape (len_q, len_k) = {expected.shape}, got {mask.shape}", mistake
+    )
+    if not np.array_equal(mask, expected):
+        i = int(np.flatnonzero((mask != expected).any(-1))[0])
+        raise AssertionError(
+            with_hint(
+                f"{property_}: in {what} query {i} should read {keys_read(expected[i])}, got {keys_read(mask[i])}",
+                mistake,
+            )
+        )
+    return mask
+
+
+@pytest.mark.task("bigbird_mask")
+class TestBigBirdMask:
+    @pytest.mark.points(1)
+    def test_band_of_blocks_follows_the_slope(self, student):
+        """without global tokens: a band of window blocks, following num_k_blocks / num_q_blocks"""
+        assert_bigbird(student, 12, 30, 3, 3, 0, "the band of blocks follows the slope of the block counts")
+
+    @pytest.mark.points(1)
+    def test_global_keys_are_read_by_every_query(self, student):
+        """the first num_global keys are read by every query"""
+        mask = assert_bigbird(student, 16, 24, 4, 1, 3, "global keys and queries")
+        assert mask[:, :3].all(), "every query must read the first num_global keys (the global keys)"
+
+    @pytest.mark.points(1)
+    def test_global_queries_read_every_key(self, student):
+        """the first num_global queries read every key (BigBird's global tokens go both ways)"""
+        assert_bigbird(student, 20, 20, 4, 1, 2, "global queries read the whole source")
+
+    @pytest.mark.points(1)
+    def test_partial_last_blocks(self, student):
+        """lengths that are no multiple of block_size: partial last blocks, the mask cut to (len_q, len_k)"""
+        assert_bigbird(student, 13, 22, 4, 2, 1, "partial last blocks")
+
+    @pytest.mark.points(1)
+    def test_more_query_blocks_than_key_blocks(self, student):
+        """len_q > len_k, odd sizes: the band of blocks and the global tokens together"""
+        assert_bigbird(student, 27, 10, 2, 2, 1, "more query blocks than key blocks")
+
+    @pytest.mark.points(1)
+    def test_window_counts_blocks_not_tokens(self, student):
+        """window counts key blocks per query block: each query reads whole blocks"""
+        assert_bigbird(student, 16, 32, 4, 2, 0, "window counts blocks, not tokens")
+
+
+# -- task 4: latent cross-attention ------------------------------------------------------------------
 
 
 def latent_pair(student, d_model: int, heads: int, num_latents: int, d_context: int | None, seed: int):
@@ -355,7 +425,7 @@ class TestLatentCrossAttention:
         )
 
 
-# -- tasks 4 and 5: linear attention -------------------------------------------------------------------
+# -- tasks 5 and 6: linear attention -------------------------------------------------------------------
 
 
 def random_qkv(seed: int, batch: int, heads: int, len_q: int, len_k: int, d: int, dv: int, dtype=torch.float32):
@@ -484,6 +554,21 @@ class TestLinearAttention:
         assert close(out, reference_linear(q, k, v)), (
             "with 50 000 queries and keys the output differs from linear attention: check the regrouped form "
             "against the explicit one on small inputs"
+        )
+
+    @pytest.mark.points(1)
+    def test_float64_is_computed_in_float64(self, student):
+        """float64 inputs stay float64: equal to the float64 formula to 1e-12"""
+        q, k, v = random_qkv(56, 2, 2, 6, 300, 5, 3, dtype=torch.float64)
+        out = student_linear(student, self.name, q, k, v)
+        assert out.dtype == torch.float64, (
+            f"float64 inputs should give a float64 output, got {out.dtype}: only float16 and bfloat16 are computed "
+            "in float32, and the result goes back to the input's dtype"
+        )
+        expected = reference_linear(q, k, v)
+        assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-12, rtol=1e-12), (
+            "float64 inputs give a result that differs from the float64 formula by more than 1e-12: upcast only "
+            "float16 and bfloat16 to float32; .float() on float64 throws away half its digits"
         )
 
     @pytest.mark.points(1)
