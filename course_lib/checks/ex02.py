@@ -239,6 +239,7 @@ def check_cross_attention_layer(CrossAttention: Callable) -> None:  # noqa: N803
                              "self.v_proj(context); transpose only the last two axes of k")
         expected_out, expected_w = (t.numpy() for t in lib(x, context=context, need_weights=True))
     mistake = layer_mistake(params, x, context, out, w)
+    cross = layer
     c.shape(w, (2, 3, 5), "weights for (batch=2, len_q=3) queries and len_k=5 keys", mistake or "(batch, len_q, len_k)")
     c.shape(out, (2, 3, 4), "output for x of shape (2, 3, 4)", mistake or "(batch, len_q, d_model): the target's shape")
     c.close(w.sum(axis=-1), np.ones((2, 3)), "the row sums of the weights", mistake or "softmax over the keys (dim=-1)")
@@ -262,6 +263,22 @@ def check_cross_attention_layer(CrossAttention: Callable) -> None:  # noqa: N803
         None,
         problem="x of width 5 for d_model=4 should raise ValueError",
         hint="compare x.shape[-1] with self.d_model before projecting, and raise ValueError naming the shapes",
+    )
+    _expect_value_error(
+        c,
+        cross,
+        torch.randn(2, 3, 4),
+        torch.randn(2, 5, 4),
+        problem="a context of width 4 for d_context=6 should raise ValueError",
+        hint="compare context.shape[-1] with self.d_context, and raise ValueError naming the shapes",
+    )
+    _expect_value_error(
+        c,
+        cross,
+        torch.randn(2, 3, 4),
+        None,
+        problem="context=None (self-attention) when d_context=6 ≠ d_model=4 should raise ValueError",
+        hint="self-attention uses x as its source, so it needs d_context == d_model: check it when context is None",
     )
     c.done()
 

@@ -211,6 +211,35 @@ MUTANTS = {
         return self.out_proj(weights @ v), weights
         """,
         ["test_wrong_widths_raise_value_error"],
+        {"self_check": "x of width 5 for d_model=4 should raise ValueError"},
+    ),
+    "layer: checks the width of x only": (
+        "cross_attention",
+        """
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (batch, len_q, {self.d_model}), got {tuple(x.shape)}")
+        context = x if context is None else context
+        q, k, v = self.q_proj(x), self.k_proj(context), self.v_proj(context)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_model), dim=-1)
+        return self.out_proj(weights @ v), weights
+        """,
+        ["test_wrong_widths_raise_value_error"],
+        {"feedback": "a context of width 4 for d_context = 6", "self_check": "a context of width 4 for d_context=6"},
+    ),
+    "layer: no check that self-attention needs d_context == d_model": (
+        "cross_attention",
+        """
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (batch, len_q, {self.d_model}), got {tuple(x.shape)}")
+        if context is not None and context.shape[-1] != self.d_context:
+            raise ValueError(f"context must be (batch, len_k, {self.d_context}), got {tuple(context.shape)}")
+        context = x if context is None else context
+        q, k, v = self.q_proj(x), self.k_proj(context), self.v_proj(context)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_model), dim=-1)
+        return self.out_proj(weights @ v), weights
+        """,
+        ["test_wrong_widths_raise_value_error"],
+        {"feedback": "context=None when d_context = 6", "self_check": "context=None (self-attention)"},
     ),
     # -- task 3: shuffles
     "shuffle: inverse permutations": (
