@@ -24,6 +24,7 @@ from course_lib.checks import (
     as_bool_mask,
     causal_mask_mistake,
     cross_mask_mistake,
+    difference,
     masked_attention_mistake,
     padding_mask_mistake,
     self_mask_mistake,
@@ -481,6 +482,57 @@ class TestMaskedAttention:
         expected_out, expected_w = reference(q, k, v, mask)
         assert close(w, expected_w, atol=5e-3, rtol=5e-3) and close(out, expected_out, atol=5e-3, rtol=5e-3), (
             "in float16 the result differs from the float64 reference by more than float16's rounding" + explain(hint)
+        )
+
+    @pytest.mark.points(1)
+    def test_padding_content_does_not_leak(self, student):
+        """padded keys and values, however large, change neither the output nor the weights"""
+        q, k, v = random_qkv(60, (3,), len_q=4, len_k=6, d=8, d_v=3)
+        mask = reference_padding_mask(torch.tensor([6, 2, 4]), 6)[:, None, :]  # (3, 1, 6)
+        padding = ~mask[:, 0]  # (3, 6)
+        big_k, big_v = k.clone(), v.clone()
+        big_k[padding] *= 200.0
+        big_v[padding] *= 1000.0
+        out, w = attention_result(student, q, big_k, big_v, mask)
+        expected_out, expected_w = reference(q, k, v, mask)  # what the real keys alone give
+        hint = masked_attention_mistake(q, big_k, big_v, mask, out, w)
+        assert close(w, expected_w) and close(out, expected_out, atol=1e-4), (
+            "when the padded keys hold large numbers, the result changes: padding leaks into the output"
+            + (f" ({difference(out, expected_out, atol=1e-4)})" if out.shape == expected_out.shape else "")
+            + explain(hint, ": fill the scores with -inf where the mask is False, before the softmax")
+        )
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+    def test_half_precision_is_computed_in_float32(self, student, dtype):
+        """half-precision inputs over 700 keys are as accurate as a float32 computation rounded to their dtype"""
+        q, k, v = random_qkv(61, (2,), len_q=12, len_k=700, d=64, d_v=32, dtype=dtype)
+        out, _ = attention_result(student, q, k, v)
+        exact = reference(q, k, v)[0]
+        in_float32 = reference_attention(q.float(), k.float(), v.float()).to(dtype).double()
+        allowed = 1.5 * (in_float32 - exact).abs().mean().item()
+        assert out.dtype == dtype and out.shape == exact.shape, (
+            f"{dtype} inputs should give a {dtype} output of shape {tuple(exact.shape)}, got {out.dtype} "
+            f"{tuple(out.shape)}"
+        )
+        error = (out.double() - exact).abs().mean().item()
+        assert error <= allowed, (
+            f"with {dtype} inputs and 700 keys the mean error is {error:.2g}, more than a float32 computation "
+            f"rounded to {dtype} gives ({allowed / 1.5:.2g}): convert query, key and value to float32 first, "
+            "and cast the results back with .to(query.dtype)"
+        )
+
+    @pytest.mark.points(1)
+    def test_float64_is_computed_in_float64(self, student):
+        """float64 inputs are computed in float64, to 1e-12"""
+        q, k, v = random_qkv(62, (2, 1), len_q=3, len_k=7, d=8, d_v=4, dtype=torch.float64)
+        mask = mixed_masks(63)[:, :, :3, :]
+        out, w = attention_result(student, q, k, v, mask)
+        expected_out, expected_w = reference(q, k, v, mask)
+        assert out.dtype == torch.float64 and close(out, expected_out, atol=1e-12, rtol=0), (
+            f"float64 inputs gave {out.dtype} results that differ from float64 attention "
+            f"({difference(out, expected_out, atol=1e-12, rtol=0)}): only float16 and bfloat16 are converted to "
+            "float32; `.float()` on a float64 tensor throws digits away"
         )
 
     @pytest.mark.points(1)
