@@ -18,12 +18,14 @@ from torch import nn
 
 from ..multihead import MultiHeadAttention, merge_heads, split_heads
 from ._common import Check, describe
+from .ex01 import attention_error_hint
 
 __all__ = [
     "check_from_torch_state_dict",
     "check_merge_heads",
     "check_multi_head_attention",
     "check_split_heads",
+    "heads_error_hint",
     "conversion_mistake",
     "merge_heads_mistake",
     "multi_head_mistake",
@@ -215,13 +217,23 @@ def _multi_head_mistake(query, key, value, num_heads, output, weights) -> str | 
     return None
 
 
+def heads_error_hint(err: Exception, query, key, num_heads: int) -> str | None:
+    """The usual cause of an exception raised by ``multi_head_attention``, only when the exception shows it.
+
+    ``query`` ``(batch, len_q, d_model)`` and ``key`` ``(batch, len_k, d_model)`` are what the function was
+    given; the student's code meets them split, ``(batch, heads, len, head_dim)``.
+    """
+    return attention_error_hint(
+        type(err).__name__, str(err), split_heads(query, num_heads), split_heads(key, num_heads)
+    )
+
+
 def check_multi_head_attention(multi_head_attention: Callable) -> None:
     """Check ``multi_head_attention(query, key, value, num_heads) -> (output, weights)``."""
     c = Check("multi_head_attention")
     g = torch.Generator().manual_seed(21)
     query, key, value = (torch.randn(2, n, 8, generator=g) * s for n, s in ((3, 2.0), (5, 2.0), (5, 1.0)))
-    result = c.call(multi_head_attention, query, key, value, 2,
-                    hint="split query, key and value with split_heads; transpose only the last two axes of k")
+    result = c.call(multi_head_attention, query, key, value, 2, hint=lambda err: heads_error_hint(err, query, key, 2))
     c.true(isinstance(result, (tuple, list)) and len(result) == 2, "return two tensors: (output, weights)",
            got=describe(result))
     out, w = c.array(result[0], "the output"), c.array(result[1], "the weights")

@@ -123,6 +123,26 @@ MUTANTS = {
         """,
         ["test_each_head_is_scaled_by_sqrt_head_dim"],
     ),
+    "mha: einsum that names no batch or head axes": (
+        "multi_head_attention",
+        """
+        q, k, v = (split_heads(t, num_heads) for t in (query, key, value))
+        weights = torch.softmax(torch.einsum("qd,kd->qk", q, k) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(torch.einsum("qk,kd->qd", weights, v)), weights
+        """,
+        ["test_shapes"],
+        {"feedback": "write the batch axes as '...'"},
+    ),
+    "mha: k.T, which reverses every axis": (
+        "multi_head_attention",
+        """
+        q, k, v = (split_heads(t, num_heads) for t in (query, key, value))
+        weights = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_shapes"],
+        {"feedback": "key.T reverses every axis"},
+    ),
     "mha: scores not scaled": (
         "multi_head_attention",
         """

@@ -18,7 +18,13 @@ import torch
 from course_lib import MultiHeadAttention
 from course_lib import merge_heads as reference_merge
 from course_lib import split_heads as reference_split
-from course_lib.checks import conversion_mistake, merge_heads_mistake, multi_head_mistake, split_mistake
+from course_lib.checks import (
+    attention_error_hint,
+    conversion_mistake,
+    merge_heads_mistake,
+    multi_head_mistake,
+    split_mistake,
+)
 from course_lib.checks import describe as describe_value
 from course_lib.checks.ex03 import BIAS_KEYS, EXPECTED_KEYS, multi_head_reference, random_torch_mha
 from course_lib.grading import StudentRaised, substitute
@@ -219,10 +225,13 @@ def attention(student, query, key, value, num_heads):
         try:
             result = student.multi_head_attention(query, key, value, num_heads)
         except StudentRaised as err:
+            hint = attention_error_hint(
+                err.type_name, err.text, reference_split(query, num_heads), reference_split(key, num_heads)
+            )
             raise AssertionError(
                 f"{err}. For query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)} and "
-                f"{num_heads} heads: split each with split_heads, transpose only the last two axes of k, merge with "
-                "merge_heads"
+                f"{num_heads} heads: "
+                + (hint or "split each with split_heads, attend within each head, merge with merge_heads")
             ) from None
     assert isinstance(result, (tuple, list)) and len(result) == 2, (
         f"multi_head_attention should return two tensors, (output, weights); got {describe_value(result)}"
