@@ -26,6 +26,9 @@ __all__ = [
     "check_attn_mask_from_torch",
     "check_causal_mask",
     "check_decoder_masks",
+    "check_left_padded_self_mask",
+    "left_padded_mistake",
+    "left_padded_reference",
     "check_masked_attention",
     "check_padding_mask",
     "cross_mask_mistake",
@@ -555,5 +558,72 @@ def check_masked_attention(masked_attention: Callable) -> None:
             "fix the fully masked rows before the NaN appears, not after: 0 * NaN is NaN in the backward pass "
             "(subtract 0 instead of a row max of -inf, and divide by 1 instead of a zero sum)"
         ),
+    )
+    c.done()
+
+
+# -- task 6: left padding -------------------------------------------------------------------------
+
+
+def left_padded_reference(lengths, max_len: int) -> np.ndarray:
+    """``(batch, 1, max_len, max_len)``: key j is real (j >= max_len - length) and j <= i."""
+    lengths = np.asarray(lengths)
+    real = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+    return real[:, None, None, :] & _causal_reference(max_len, max_len)
+
+
+def left_padded_mistake(lengths, max_len: int, got: np.ndarray) -> str | None:
+    """Name the usual mistake behind the student's left-padded mask, if one does."""
+    if isinstance(got, str):
+        return None
+    lengths = np.asarray(lengths)
+    causal = _causal_reference(max_len, max_len)
+    right = _padding(lengths, max_len)
+    left = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+    full = _broadcast(got, (len(lengths), 1, max_len, max_len))
+    if full is None:
+        return "the mask should broadcast to (batch, 1, max_len, max_len): the padding on the keys, the last axis"
+    candidates = [
+        (
+            right[:, None, None, :] & causal,
+            "that is the mask of a right-padded batch: with padding first, the real "
+            "tokens are the last `length` positions, j >= max_len - length",
+        ),
+        (
+            np.broadcast_to(causal, full.shape),
+            "the causal mask alone lets the real tokens read the padding before "
+            "them: & the left padding mask on the keys",
+        ),
+        (left[:, None, None, :] | causal, "combine the two masks with &: a key must be real AND not in the future"),
+        (left[:, None, :, None] & causal, "the padding belongs on the keys' axis (the last), not the queries'"),
+        (
+            (np.arange(max_len)[None, :] > (max_len - lengths)[:, None])[:, None, None, :] & causal,
+            "off by one: the first real token sits at position max_len - length, and is real",
+        ),
+    ]
+    for candidate, hint in candidates:
+        if _same(full, np.broadcast_to(candidate, full.shape)):
+            return hint
+    return None
+
+
+def check_left_padded_self_mask(left_padded_self_mask: Callable) -> None:
+    """Check ``left_padded_self_mask(lengths, max_len) -> (batch, 1, max_len, max_len)``."""
+    c = Check("left_padded_self_mask")
+    lengths, max_len = torch.tensor([3, 1, 4]), 4
+    mask = as_bool_mask(c.call(left_padded_self_mask, lengths.clone(), max_len))
+    if isinstance(mask, str):
+        c.fail("left_padded_self_mask should return a bool tensor", got=mask)
+    hint = left_padded_mistake(lengths, max_len, mask)
+    c.shape(mask, (3, 1, 4, 4), "left_padded_self_mask(tensor([3, 1, 4]), 4)", hint)
+    expected = left_padded_reference(lengths, max_len)
+    problem = "wrong values for lengths [3, 1, 4] padded on the left to 4"
+    c.true(
+        _same(mask, expected),
+        f"{problem}: {hint}" if hint else problem,
+        got=mask[:, 0].astype(int).tolist(),
+        hint=None
+        if hint
+        else f"expected {expected[:, 0].astype(int).tolist()}: key j is real (j >= max_len - length), j <= i",
     )
     c.done()

@@ -420,4 +420,52 @@ MUTANTS = {
         ["test_float64_is_computed_in_float64"],
         {"feedback": "`.float()` on a float64 tensor", "self_check": "float64 inputs should be computed in float64"},
     ),
+    # -- task 6: left padding
+    "left padding masked as right padding": (
+        "left_padded_self_mask",
+        """
+        real = torch.arange(max_len)[None, :] < torch.as_tensor(lengths)[:, None]
+        return real[:, None, None, :] & causal_mask(max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"feedback": "mask of a right-padded batch", "self_check": "mask of a right-padded batch"},
+    ),
+    "left padding with the causal mask alone": (
+        "left_padded_self_mask",
+        """
+        return causal_mask(max_len).expand(len(lengths), 1, max_len, max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"feedback": "causal mask alone", "self_check": "causal mask alone"},
+    ),
+    "left padding combined with OR": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+        return real[:, None, None, :] | causal_mask(max_len)
+        """,
+        ["test_matches_the_specification"],
+        {"self_check": "combine the two masks with &"},
+    ),
+    "left padding off by one": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] > (max_len - lengths)[:, None]
+        return real[:, None, None, :] & causal_mask(max_len)
+        """,
+        ["test_matches_the_specification"],
+        {"self_check": "off by one"},
+    ),
+    "left padding on the queries' axis": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+        return real[:, None, :, None] & causal_mask(max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"self_check": "not the queries'"},
+    ),
 }

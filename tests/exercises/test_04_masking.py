@@ -31,6 +31,7 @@ from course_lib.checks import (
     torch_mask_mistake,
 )
 from course_lib.checks import describe as describe_value
+from course_lib.checks.ex04 import left_padded_mistake, left_padded_reference
 from course_lib.grading import StudentRaised, keep, substitute
 
 NOTEBOOK_RUNS_POINTS = 1
@@ -567,3 +568,73 @@ class TestMaskedAttention:
             "was patched after the softmax (nan_to_num, where), and 0 * NaN is still NaN in the backward pass. "
             "Avoid the NaN instead: subtract 0 when a row's max is -inf, and divide by 1 when its sum is 0"
         )
+
+
+# -- task 6: left padding -----------------------------------------------------------------------
+
+
+def student_left_mask(student, lengths: torch.Tensor, max_len: int) -> np.ndarray:
+    with (
+        substitute(student, "padding_mask", "course_lib.padding_mask"),
+        substitute(student, "causal_mask", "course_lib.causal_mask"),
+    ):
+        got = student.left_padded_self_mask(lengths.clone(), max_len)
+    return as_mask(got, "left_padded_self_mask")
+
+
+LEFT = torch.tensor([6, 2, 4, 1, 5])
+
+
+@pytest.mark.task("left_padded_self_mask")
+class TestLeftPaddedSelfMask:
+    @pytest.mark.points(1)
+    def test_shape_is_batch_1_len_len(self, student):
+        """the mask is (batch, 1, max_len, max_len)"""
+        mask = student_left_mask(student, LEFT, 6)
+        assert mask.shape == (5, 1, 6, 6), (
+            f"for 5 sequences padded to 6 the mask should be (batch, 1, max_len, max_len) = (5, 1, 6, 6), got "
+            f"{mask.shape}" + explain(left_padded_mistake(LEFT, 6, mask))
+        )
+
+    @pytest.mark.points(2)
+    def test_real_tokens_never_read_the_padding(self, student):
+        """no query reads a padded key: the padding comes first and the causal mask does not hide it"""
+        mask = student_left_mask(student, LEFT, 6)
+        full = per_query(mask, 5, 6, 6)
+        assert full is not None, f"the mask {mask.shape} does not broadcast to (batch, len, len) = (5, 6, 6)"
+        padded_keys = ~(np.arange(6)[None, :] >= (6 - LEFT.numpy())[:, None])  # (5, 6)
+        assert not (full & padded_keys[:, None, :]).any(), (
+            "queries may read padded keys: in a left-padded batch the padding comes before the real tokens, so "
+            "the causal mask does not hide it" + explain(left_padded_mistake(LEFT, 6, mask))
+        )
+
+    @pytest.mark.points(1)
+    def test_matches_the_specification(self, student):
+        """key j is visible to query i when j is real and j <= i"""
+        mask = student_left_mask(student, LEFT, 6)
+        full = per_query(mask, 5, 6, 6)
+        expected = left_padded_reference(LEFT, 6)[:, 0]
+        assert full is not None and np.array_equal(full, expected), (
+            "the left-padded mask has wrong values" + explain(left_padded_mistake(LEFT, 6, mask),
+                                                             ": key j is real (j >= max_len - length) and j <= i")
+        )
+
+    @pytest.mark.points(1)
+    def test_real_tokens_attend_as_if_unpadded(self, student):
+        """with the mask, every real token gets the attention output it gets in its sequence alone"""
+        lengths, max_len = torch.tensor([3, 5, 1]), 5
+        mask = torch.from_numpy(student_left_mask(student, lengths, max_len).copy())
+        g = torch.Generator().manual_seed(64)
+        x = torch.randn(3, 2, max_len, 4, generator=g)
+        try:
+            out = reference_attention(x, x, x, mask)
+        except ValueError as err:
+            raise AssertionError(f"the mask {tuple(mask.shape)} cannot be used as an attention mask: {err}") from None
+        for b, n in enumerate(lengths.tolist()):
+            real = x[b : b + 1, :, max_len - n :]
+            alone = reference_attention(real, real, real, reference_causal_mask(n))
+            assert torch.allclose(out[b : b + 1, :, max_len - n :], alone, atol=1e-6), (
+                f"sequence {b}, with {n} real tokens after {max_len - n} padded ones, gets other outputs than "
+                "alone" + explain(left_padded_mistake(lengths, max_len, mask.numpy()))
+            )
+
