@@ -23,6 +23,10 @@ __all__ = [
     "check_cross_attention_layer",
     "check_predict_shuffled",
     "check_project_qkv",
+    "check_two_source_attention",
+    "two_source_mistake",
+    "two_source_params",
+    "two_source_reference",
     "entropy_mistake",
     "layer_mistake",
     "projection_mistake",
@@ -239,6 +243,7 @@ def check_cross_attention_layer(CrossAttention: Callable) -> None:  # noqa: N803
                              "self.v_proj(context); transpose only the last two axes of k")
         expected_out, expected_w = (t.numpy() for t in lib(x, context=context, need_weights=True))
     mistake = layer_mistake(params, x, context, out, w)
+    cross = layer
     c.shape(w, (2, 3, 5), "weights for (batch=2, len_q=3) queries and len_k=5 keys", mistake or "(batch, len_q, len_k)")
     c.shape(out, (2, 3, 4), "output for x of shape (2, 3, 4)", mistake or "(batch, len_q, d_model): the target's shape")
     c.close(w.sum(axis=-1), np.ones((2, 3)), "the row sums of the weights", mistake or "softmax over the keys (dim=-1)")
@@ -262,6 +267,22 @@ def check_cross_attention_layer(CrossAttention: Callable) -> None:  # noqa: N803
         None,
         problem="x of width 5 for d_model=4 should raise ValueError",
         hint="compare x.shape[-1] with self.d_model before projecting, and raise ValueError naming the shapes",
+    )
+    _expect_value_error(
+        c,
+        cross,
+        torch.randn(2, 3, 4),
+        torch.randn(2, 5, 4),
+        problem="a context of width 4 for d_context=6 should raise ValueError",
+        hint="compare context.shape[-1] with self.d_context, and raise ValueError naming the shapes",
+    )
+    _expect_value_error(
+        c,
+        cross,
+        torch.randn(2, 3, 4),
+        None,
+        problem="context=None (self-attention) when d_context=6 ≠ d_model=4 should raise ValueError",
+        hint="self-attention uses x as its source, so it needs d_context == d_model: check it when context is None",
     )
     c.done()
 
@@ -385,4 +406,85 @@ def check_attention_entropy(attention_entropy: Callable) -> None:
     c.call(attention_entropy, w)
     c.true(bool(torch.equal(w, kept)), "attention_entropy changed its input", got=describe(w),
            hint="an in-place operation (w[w == 0] = ..., clamp_, +=) modifies the caller's tensor; work on a copy")
+    c.done()
+
+
+# -- task 5: two sources --------------------------------------------------------------------------
+
+
+def two_source_params(d_model: int, d_image: int, d_text: int, seed: int) -> dict:
+    """Random weights (``nn.Linear`` layout) of ``q_proj``, ``k_image``, ``v_image``, ``k_text``, ``v_text``."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"q_proj": d_model, "k_image": d_image, "v_image": d_image, "k_text": d_text, "v_text": d_text}
+    params = {}
+    for name, width in shapes.items():
+        params[f"{name}.weight"] = torch.randn(d_model, width, generator=g) / math.sqrt(width)
+        params[f"{name}.bias"] = torch.randn(d_model, generator=g) / 2
+    return params
+
+
+def two_source_reference(x, image, text, params: dict, *, mode: str = "joint"):
+    """``(output, weights)`` in float64, or a usual mistake's (``mode``: "joint" (right), "separate" (one
+    softmax per source, averaged), "text_first" (the text's keys first)); ``None`` if the shapes do not fit."""
+    q = _linear(x, params, "q_proj")
+    k_i, v_i = _linear(image, params, "k_image"), _linear(image, params, "v_image")
+    k_t, v_t = _linear(text, params, "k_text"), _linear(text, params, "v_text")
+    if any(t is None for t in (q, k_i, v_i, k_t, v_t)):
+        return None
+    scale = math.sqrt(q.shape[-1])
+    if mode == "separate":
+        w_i = torch.softmax(q @ k_i.transpose(-2, -1) / scale, dim=-1)
+        w_t = torch.softmax(q @ k_t.transpose(-2, -1) / scale, dim=-1)
+        return (w_i @ v_i + w_t @ v_t) / 2, torch.cat([w_i, w_t], dim=-1) / 2
+    first, second = ((k_t, v_t), (k_i, v_i)) if mode == "text_first" else ((k_i, v_i), (k_t, v_t))
+    k, v = torch.cat([first[0], second[0]], dim=-2), torch.cat([first[1], second[1]], dim=-2)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / scale, dim=-1)
+    return weights @ v, weights
+
+
+def two_source_mistake(x, image, text, params, output, weights) -> str | None:
+    """Name the usual two-source mistake behind ``(output, weights)``, if one does."""
+    try:
+        if _same(weights, two_source_reference(x, image, text, params)[1]):
+            return None
+        if _same(weights, two_source_reference(x, image, text, params, mode="separate")[1]):
+            return (
+                "one softmax per source, averaged, gives each source half the weight whatever the query asks; "
+                "concatenate the projected keys and values along the length axis and take one softmax over all"
+            )
+        if _same(weights, two_source_reference(x, image, text, params, mode="text_first")[1]):
+            return "the image's keys come first, then the text's: torch.cat([k_image, k_text], dim=-2)"
+        if isinstance(weights, torch.Tensor) and tuple(weights.shape[-1:]) != (image.shape[-2] + text.shape[-2],):
+            return (
+                f"the weights should cover len_image + len_text = {image.shape[-2] + text.shape[-2]} keys: "
+                "concatenate along the length axis (dim=-2) after projecting, not along the features"
+            )
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return None
+    return None
+
+
+def check_two_source_attention(two_source_attention: Callable) -> None:
+    """Check ``two_source_attention(x, image, text, params) -> (output, weights)``."""
+    c = Check("two_source_attention")
+    g = torch.Generator().manual_seed(40)
+    x, image, text = (
+        torch.randn(2, 3, 4, generator=g),
+        torch.randn(2, 5, 6, generator=g),
+        torch.randn(2, 2, 3, generator=g),
+    )
+    params = two_source_params(4, 6, 3, seed=41)
+    result = c.call(two_source_attention, x, image, text, params)
+    c.true(
+        isinstance(result, (tuple, list)) and len(result) == 2,
+        "return two tensors: (output, weights)",
+        got=describe(result),
+    )
+    out, w = c.array(result[0], "the output"), c.array(result[1], "the weights")
+    mistake = two_source_mistake(x, image, text, params, result[0], result[1])
+    expected_out, expected_w = two_source_reference(x, image, text, params)
+    c.shape(w, (2, 3, 7), "weights for 3 queries over 5 image and 2 text tokens", mistake)
+    c.shape(out, (2, 3, 4), "output for x of shape (2, 3, 4)", mistake)
+    c.close(w, expected_w.numpy(), "the weights over both sources", mistake, atol=1e-5)
+    c.close(out, expected_out.numpy(), "the output", mistake, atol=1e-5)
     c.done()

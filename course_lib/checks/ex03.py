@@ -18,12 +18,17 @@ from torch import nn
 
 from ..multihead import MultiHeadAttention, merge_heads, split_heads
 from ._common import Check, describe
+from .ex01 import attention_error_hint
 
 __all__ = [
     "check_from_torch_state_dict",
+    "check_grouped_query_attention",
+    "gqa_mistake",
+    "gqa_reference",
     "check_merge_heads",
     "check_multi_head_attention",
     "check_split_heads",
+    "heads_error_hint",
     "conversion_mistake",
     "merge_heads_mistake",
     "multi_head_mistake",
@@ -215,13 +220,23 @@ def _multi_head_mistake(query, key, value, num_heads, output, weights) -> str | 
     return None
 
 
+def heads_error_hint(err: Exception, query, key, num_heads: int) -> str | None:
+    """The usual cause of an exception raised by ``multi_head_attention``, only when the exception shows it.
+
+    ``query`` ``(batch, len_q, d_model)`` and ``key`` ``(batch, len_k, d_model)`` are what the function was
+    given; the student's code meets them split, ``(batch, heads, len, head_dim)``.
+    """
+    return attention_error_hint(
+        type(err).__name__, str(err), split_heads(query, num_heads), split_heads(key, num_heads)
+    )
+
+
 def check_multi_head_attention(multi_head_attention: Callable) -> None:
     """Check ``multi_head_attention(query, key, value, num_heads) -> (output, weights)``."""
     c = Check("multi_head_attention")
     g = torch.Generator().manual_seed(21)
     query, key, value = (torch.randn(2, n, 8, generator=g) * s for n, s in ((3, 2.0), (5, 2.0), (5, 1.0)))
-    result = c.call(multi_head_attention, query, key, value, 2,
-                    hint="split query, key and value with split_heads; transpose only the last two axes of k")
+    result = c.call(multi_head_attention, query, key, value, 2, hint=lambda err: heads_error_hint(err, query, key, 2))
     c.true(isinstance(result, (tuple, list)) and len(result) == 2, "return two tensors: (output, weights)",
            got=describe(result))
     out, w = c.array(result[0], "the output"), c.array(result[1], "the weights")
@@ -339,4 +354,91 @@ def check_from_torch_state_dict(from_torch_state_dict: Callable) -> None:
     c.true(isinstance(got, dict) and set(got) == set(EXPECTED_KEYS), "bias=False: wrong keys",
            got=sorted(got) if isinstance(got, dict) else describe(got),
            hint=conversion_mistake(mha.state_dict(), got) or f"without biases the keys are {sorted(EXPECTED_KEYS)}")
+    c.done()
+
+
+# -- task 5: grouped-query attention -------------------------------------------------------------
+
+
+def gqa_reference(query, key, value, num_heads: int, num_kv_heads: int, *, order: str = "interleave"):
+    """``(output, weights)`` of grouped-query attention in float64, or of a usual mistake (``order``:
+    "interleave" (right), "tile" (``repeat``: query head h uses key head h % num_kv_heads), "first" (every
+    query head uses key head 0)), ``None`` if the shapes do not fit."""
+    if num_kv_heads <= 0 or num_heads % num_kv_heads or key.shape[-1] % num_kv_heads or query.shape[-1] % num_heads:
+        return None
+    group = num_heads // num_kv_heads
+    q = split_heads(query.double(), num_heads)
+    k, v = split_heads(key.double(), num_kv_heads), split_heads(value.double(), num_kv_heads)
+    if q.shape[-1] != k.shape[-1]:
+        return None
+    if order == "interleave":
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    elif order == "tile":
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+    else:
+        k, v = k[:, :1].expand(-1, num_heads, -1, -1), v[:, :1].expand(-1, num_heads, -1, -1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return merge_heads(weights @ v), weights
+
+
+def gqa_mistake(query, key, value, num_heads, num_kv_heads, output, weights) -> str | None:
+    """Name the usual grouped-query mistake behind ``(output, weights)``, if one does."""
+    try:
+        right = gqa_reference(query, key, value, num_heads, num_kv_heads)
+        if right is None or _same(weights, right[1]):
+            return None
+        if _same(weights, gqa_reference(query, key, value, num_heads, num_kv_heads, order="tile")[1]):
+            return (
+                "the key/value heads are tiled (repeat: kv heads 0, 1, 0, 1, ...), so query head 1 reads key head 1; "
+                "each key/value head must serve a group of consecutive query heads: repeat_interleave (0, 0, 1, 1)"
+            )
+        if _same(weights, gqa_reference(query, key, value, num_heads, num_kv_heads, order="first")[1]):
+            return "every query head reads key/value head 0: query head h uses key/value head h // group"
+        head_dim = query.shape[-1] // num_heads
+        scaled = gqa_reference(query * math.sqrt(head_dim) / math.sqrt(query.shape[-1]), key, value, num_heads,
+                               num_kv_heads)
+        if scaled is not None and _same(weights, scaled[1]):
+            return "scale by √head_dim, the width of each head's dot products, not √d_model"
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return None
+    return None
+
+
+def check_grouped_query_attention(grouped_query_attention: Callable) -> None:
+    """Check ``grouped_query_attention(query, key, value, num_heads, num_kv_heads) -> (output, weights)``."""
+    c = Check("grouped_query_attention")
+    g = torch.Generator().manual_seed(31)
+    query = torch.randn(2, 3, 4 * 2, generator=g) * 2  # 4 query heads of width 2
+    key = torch.randn(2, 5, 2 * 2, generator=g) * 2  # 2 key/value heads
+    value = torch.randn(2, 5, 2 * 3, generator=g)  # value heads of width 3
+    result = c.call(grouped_query_attention, query, key, value, 4, 2,
+                    hint=lambda err: attention_error_hint(type(err).__name__, str(err), split_heads(query, 4),
+                                                          split_heads(key, 2)))
+    c.true(isinstance(result, (tuple, list)) and len(result) == 2, "return two tensors: (output, weights)",
+           got=describe(result))
+    out, w = c.array(result[0], "the output"), c.array(result[1], "the weights")
+    mistake = gqa_mistake(query, key, value, 4, 2, torch.as_tensor(out), torch.as_tensor(w))
+    expected_out, expected_w = gqa_reference(query, key, value, 4, 2)
+    c.shape(w, (2, 4, 3, 5), "weights for 4 query heads, 2 key/value heads, len_q=3, len_k=5",
+            mistake or "one map per query head: (batch, num_heads, len_q, len_k)")
+    c.shape(out, (2, 3, 12), "output for 4 query heads and value heads of width 3",
+            mistake or "(batch, len_q, num_heads · head_dim_v): every query head contributes its output")
+    c.close(w, expected_w.numpy(), "the weights of the 4 query heads", mistake, atol=1e-5)
+    c.close(out, expected_out.numpy(), "the output", mistake, atol=1e-5)
+
+    c.count += 1
+    key, value = torch.randn(2, 5, 3 * 2, generator=g), torch.randn(2, 5, 3 * 3, generator=g)  # 3 kv heads
+    try:
+        grouped_query_attention(query, key, value, 4, 3)
+    except ValueError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as err:  # noqa: BLE001 (whatever it is, it is not the ValueError asked for)
+        c.fail("num_kv_heads=3 does not divide num_heads=4: expected a ValueError",
+               got=f"{type(err).__name__}: {err}"[:200],
+               hint="check num_heads % num_kv_heads first, and raise ValueError naming both")
+    else:
+        c.fail("num_kv_heads=3 does not divide num_heads=4: expected a ValueError", got="no error",
+               hint="check num_heads % num_kv_heads first, and raise ValueError naming both")
     c.done()

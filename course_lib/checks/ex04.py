@@ -10,6 +10,7 @@ diagnosis in the notebook and in the grader's feedback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..attention import scaled_dot_product_attention as _reference_attention
-from ._common import Check, describe
+from ._common import Check, describe, difference
 
 __all__ = [
     "as_bool_mask",
@@ -25,6 +26,9 @@ __all__ = [
     "check_attn_mask_from_torch",
     "check_causal_mask",
     "check_decoder_masks",
+    "check_left_padded_self_mask",
+    "left_padded_mistake",
+    "left_padded_reference",
     "check_masked_attention",
     "check_padding_mask",
     "cross_mask_mistake",
@@ -332,13 +336,21 @@ def check_decoder_masks(decoder_masks: Callable) -> None:
         hint=hint or f"expected {expected[:, 0].astype(int).tolist()}: the target's padding on the keys AND causal",
     )
     hint = cross_mask_mistake(src_lengths, tgt_lengths, src_len, tgt_len, cross_mask)
-    c.shape(cross_mask, (2, 1, 1, 3), "cross_mask for 2 sources padded to 3 tokens", hint)
     expected = _padding(src_lengths, src_len)[:, None, None, :]
+    if tuple(cross_mask.shape) == (2, 1, tgt_len, src_len):  # expanded over the queries: equally right
+        expected = np.broadcast_to(expected, cross_mask.shape)
+    else:
+        c.shape(
+            cross_mask,
+            (2, 1, 1, 3),
+            "cross_mask for 2 sources padded to 3 tokens",
+            hint or "(batch, 1, 1, src_len), or the same expanded over the queries, (batch, 1, tgt_len, src_len)",
+        )
     c.true(
         _same(cross_mask, expected),
         "cross_mask: wrong values (source lengths 2 and 3, padded to 3)",
-        got=cross_mask[:, 0, 0].astype(int).tolist(),
-        hint=hint or f"expected {expected[:, 0, 0].astype(int).tolist()}: the source's padding mask on the keys",
+        got=cross_mask[:, 0, -1].astype(int).tolist(),
+        hint=hint or f"expected {expected[:, 0, -1].astype(int).tolist()}: the source's padding mask on the keys",
     )
     c.done()
 
@@ -376,6 +388,18 @@ def _masked_attention_mistake(query, key, value, attn_mask, output, weights) -> 
         )
     q, k, v = (t.detach().double() for t in (query, key, value))
     w, out = weights.double(), output.double()
+    if attn_mask is not None and not (w.isnan().any() or out.isnan().any()):
+        expected_w = _reference_attention(q, k, v, attn_mask, return_weights=True)[1]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        renormalised = torch.softmax(scores, dim=-1) * attn_mask
+        renormalised = renormalised / renormalised.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        if torch.allclose(w, renormalised, atol=1e-4) and not torch.allclose(w, expected_w, atol=1e-4):
+            return (
+                "the softmax ran over every key, padding included, and the mask was applied after it: when the "
+                "padded keys hold large scores they take all the weight, the real keys' weights underflow to 0, "
+                "and renormalising cannot bring them back. Fill the scores with -inf where the mask is False, "
+                "before the softmax"
+            )
     if w.isnan().any() or out.isnan().any():
         half = (
             " In float16 a fill value of -1e9 rounds to -inf, so it gives the same NaN: compute in float32."
@@ -473,6 +497,55 @@ def check_masked_attention(masked_attention: Callable) -> None:
     expected_out = _reference_attention(q.double(), k.double(), v.double(), mask)
     c.close(out.double().detach().numpy(), expected_out.numpy(), "the float16 output", hint, atol=5e-3, rtol=5e-3)
 
+    # Padded keys that hold huge content must not change anything.
+    q, k, v = _qkv(4, (2, 3, 4), (2, 5, 4), 3)
+    mask = torch.tensor([[True, True, True, False, False], [True, True, False, False, False]])[:, None, :]
+    k[~mask[:, 0]] *= 100.0
+    v[~mask[:, 0]] *= 100.0
+    out, w = _attention_pair(c, masked_attention, q, k, v, mask, "padded keys with large scores")
+    expected_out, expected_w = _reference_attention(q.double(), k.double(), v.double(), mask, return_weights=True)
+    hint = masked_attention_mistake(q, k, v, mask, out, w)
+    c.close(
+        w.detach().numpy(), expected_w.numpy(), "the weights when the padded keys hold large scores", hint, atol=1e-5
+    )
+    c.close(
+        out.detach().numpy(), expected_out.numpy(), "the output when the padded keys hold large values", hint, atol=1e-4
+    )
+
+    # Half precision in float32; float64 as it comes.
+    for dtype in (torch.float16, torch.bfloat16):
+        q, k, v = _qkv(5, (2, 16, 64), (2, 512, 64), 64, dtype=dtype)
+        out, _ = _attention_pair(c, masked_attention, q, k, v, None, f"{dtype} inputs, 512 keys")
+        exact = _reference_attention(q.double(), k.double(), v.double())
+        in_float32 = _reference_attention(q.float(), k.float(), v.float()).to(dtype).double()
+        error, allowed = (out.detach().double() - exact).abs().mean(), 1.5 * (in_float32 - exact).abs().mean()
+        c.true(
+            out.dtype == dtype and bool(error <= allowed),
+            f"{dtype} inputs with 512 keys: the mean error against float64 should stay within float32's "
+            f"({allowed.item():.2g}, rounding to {dtype} included)",
+            got=f"{out.dtype}, mean |error| {error.item():.2g}",
+            hint=(
+                "compute in float32 (query.float(), key.float(), value.float()) and cast the results back with "
+                ".to(query.dtype): products and sums of 512 terms in half precision lose digits"
+                if out.dtype == dtype and bool(error > allowed)
+                else None
+            ),
+        )
+    q, k, v = _qkv(6, (2, 3, 8), (2, 7, 8), 4, dtype=torch.float64)
+    out, w = _attention_pair(c, masked_attention, q, k, v, None, "float64 inputs")
+    expected_out = _reference_attention(q, k, v)
+    downcast = out.dtype == torch.float64 and bool(
+        torch.allclose(out, _reference_attention(q.float(), k.float(), v.float()).double(), atol=1e-12)
+    )
+    c.true(
+        out.dtype == torch.float64 and bool(torch.allclose(out, expected_out, atol=1e-12, rtol=0)),
+        "float64 inputs should be computed in float64 (to 1e-12)",
+        got=f"{out.dtype}, {difference(out, expected_out, atol=1e-12, rtol=0)}",
+        hint="only half precision is converted to float32; `.float()` on a float64 tensor throws digits away"
+        if downcast
+        else None,
+    )
+
     q, k, v = (t.requires_grad_() for t in _qkv(3, (2, 3, 4), (2, 4, 4), 2))
     mask = torch.tensor([[True, True, False, False], [False, False, False, False]])[:, None, :]
     out, w = _attention_pair(c, masked_attention, q, k, v, mask, "inputs that require grad")
@@ -485,5 +558,72 @@ def check_masked_attention(masked_attention: Callable) -> None:
             "fix the fully masked rows before the NaN appears, not after: 0 * NaN is NaN in the backward pass "
             "(subtract 0 instead of a row max of -inf, and divide by 1 instead of a zero sum)"
         ),
+    )
+    c.done()
+
+
+# -- task 6: left padding -------------------------------------------------------------------------
+
+
+def left_padded_reference(lengths, max_len: int) -> np.ndarray:
+    """``(batch, 1, max_len, max_len)``: key j is real (j >= max_len - length) and j <= i."""
+    lengths = np.asarray(lengths)
+    real = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+    return real[:, None, None, :] & _causal_reference(max_len, max_len)
+
+
+def left_padded_mistake(lengths, max_len: int, got: np.ndarray) -> str | None:
+    """Name the usual mistake behind the student's left-padded mask, if one does."""
+    if isinstance(got, str):
+        return None
+    lengths = np.asarray(lengths)
+    causal = _causal_reference(max_len, max_len)
+    right = _padding(lengths, max_len)
+    left = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+    full = _broadcast(got, (len(lengths), 1, max_len, max_len))
+    if full is None:
+        return "the mask should broadcast to (batch, 1, max_len, max_len): the padding on the keys, the last axis"
+    candidates = [
+        (
+            right[:, None, None, :] & causal,
+            "that is the mask of a right-padded batch: with padding first, the real "
+            "tokens are the last `length` positions, j >= max_len - length",
+        ),
+        (
+            np.broadcast_to(causal, full.shape),
+            "the causal mask alone lets the real tokens read the padding before "
+            "them: & the left padding mask on the keys",
+        ),
+        (left[:, None, None, :] | causal, "combine the two masks with &: a key must be real AND not in the future"),
+        (left[:, None, :, None] & causal, "the padding belongs on the keys' axis (the last), not the queries'"),
+        (
+            (np.arange(max_len)[None, :] > (max_len - lengths)[:, None])[:, None, None, :] & causal,
+            "off by one: the first real token sits at position max_len - length, and is real",
+        ),
+    ]
+    for candidate, hint in candidates:
+        if _same(full, np.broadcast_to(candidate, full.shape)):
+            return hint
+    return None
+
+
+def check_left_padded_self_mask(left_padded_self_mask: Callable) -> None:
+    """Check ``left_padded_self_mask(lengths, max_len) -> (batch, 1, max_len, max_len)``."""
+    c = Check("left_padded_self_mask")
+    lengths, max_len = torch.tensor([3, 1, 4]), 4
+    mask = as_bool_mask(c.call(left_padded_self_mask, lengths.clone(), max_len))
+    if isinstance(mask, str):
+        c.fail("left_padded_self_mask should return a bool tensor", got=mask)
+    hint = left_padded_mistake(lengths, max_len, mask)
+    c.shape(mask, (3, 1, 4, 4), "left_padded_self_mask(tensor([3, 1, 4]), 4)", hint)
+    expected = left_padded_reference(lengths, max_len)
+    problem = "wrong values for lengths [3, 1, 4] padded on the left to 4"
+    c.true(
+        _same(mask, expected),
+        f"{problem}: {hint}" if hint else problem,
+        got=mask[:, 0].astype(int).tolist(),
+        hint=None
+        if hint
+        else f"expected {expected[:, 0].astype(int).tolist()}: key j is real (j >= max_len - length), j <= i",
     )
     c.done()

@@ -143,6 +143,7 @@ MUTANTS = {
         return weights @ value, weights
         """,
         ["test_batched_inputs"],
+        {"feedback": "key.T reverses every axis"},
     ),
     "attention with the softmax over the queries": (
         "attention",
@@ -217,5 +218,174 @@ MUTANTS = {
         return np.max(weights, axis=-1)
         """,
         ["test_one_index_per_target_word"],
+    ),
+    "softmax shifted by the row mean": (
+        "softmax",
+        """
+        e = np.exp(x - np.mean(x, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+        """,
+        ["test_rows_with_a_large_spread"],
+        {"feedback": "shifted each row by its mean", "self_check": "shifted each row by its mean"},
+    ),
+    "softmax shifted by the row minimum": (
+        "softmax",
+        """
+        e = np.exp(x - np.min(x, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+        """,
+        ["test_rows_with_a_large_spread"],
+        {"feedback": "shifted each row by its min", "self_check": "shifted each row by its min"},
+    ),
+    "softmax shifted by the first element of each row": (
+        "softmax",
+        """
+        e = np.exp(x - np.take(x, [0], axis=axis))
+        return e / np.sum(e, axis=axis, keepdims=True)
+        """,
+        ["test_rows_with_a_large_spread"],
+        {"feedback": "shifted each row by its first element", "self_check": "shifted each row by its first element"},
+    ),
+    "softmax that forgets to return": (
+        "softmax",
+        """
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        weights = e / np.sum(e, axis=axis, keepdims=True)
+        """,
+        ["test_matches_the_formula"],
+        {"feedback": "did you forget `return`?", "self_check": "did you forget `return`?"},
+    ),
+    "attention scaled after the softmax": (
+        "attention",
+        """
+        weights = softmax(query @ np.swapaxes(key, -1, -2), axis=-1) / np.sqrt(query.shape[-1])
+        return weights @ value, weights
+        """,
+        ["test_weights_are_distributions_over_the_keys", "test_matches_the_formula"],
+        {"self_check": "divided by √d after the softmax"},
+    ),
+    "online_update without rescaling the old sums": (
+        "online_update",
+        """
+        scores = query @ key.T / np.sqrt(query.shape[-1])
+        chunk_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = chunk_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        new_max = np.maximum(row_max, chunk_max)
+        p = np.exp(scores - new_max[:, None])
+        return new_max, row_sum + p.sum(axis=-1), acc + p @ value
+        """,
+        ["test_a_later_chunk_with_larger_scores"],
+        {"feedback": "multiply the old row_sum and acc", "self_check": "multiply the old row_sum and acc"},
+    ),
+    "online_update rescaling acc but not row_sum": (
+        "online_update",
+        """
+        scores = query @ key.T / np.sqrt(query.shape[-1])
+        chunk_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = chunk_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        new_max = np.maximum(row_max, chunk_max)
+        rescale = np.exp(row_max - new_max)
+        p = np.exp(scores - new_max[:, None])
+        return new_max, row_sum + p.sum(axis=-1), rescale[:, None] * acc + p @ value
+        """,
+        ["test_a_later_chunk_with_larger_scores"],
+        {"feedback": "rescaled acc but not row_sum", "self_check": "rescaled acc but not row_sum"},
+    ),
+    "online_update with the rescale factor inverted": (
+        "online_update",
+        """
+        scores = query @ key.T / np.sqrt(query.shape[-1])
+        chunk_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = chunk_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        new_max = np.maximum(row_max, chunk_max)
+        rescale = np.exp(new_max - row_max)
+        p = np.exp(scores - new_max[:, None])
+        return new_max, rescale * row_sum + p.sum(axis=-1), rescale[:, None] * acc + p @ value
+        """,
+        ["test_a_later_chunk_with_larger_scores"],
+        {"self_check": "the old sums shrink when the max grows"},
+    ),
+    "online_update keeping the chunk's max instead of the running max": (
+        "online_update",
+        """
+        scores = query @ key.T / np.sqrt(query.shape[-1])
+        new_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = new_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        rescale = np.exp(row_max - new_max)
+        p = np.exp(scores - new_max[:, None])
+        return new_max, rescale * row_sum + p.sum(axis=-1), rescale[:, None] * acc + p @ value
+        """,
+        ["test_a_later_chunk_with_larger_scores"],
+        {"self_check": "running max"},
+    ),
+    "online_update without the max (raw exp)": (
+        "online_update",
+        """
+        p = np.exp(query @ key.T / np.sqrt(query.shape[-1]))
+        if state is None:
+            return np.zeros(len(query)), p.sum(axis=-1), p @ value
+        row_max, row_sum, acc = state
+        return row_max, row_sum + p.sum(axis=-1), acc + p @ value
+        """,
+        ["test_first_chunk_follows_the_definitions", "test_scores_in_the_thousands_stay_finite"],
+    ),
+    "online_update without the 1/√d scale": (
+        "online_update",
+        """
+        scores = query @ key.T
+        chunk_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = chunk_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        new_max = np.maximum(row_max, chunk_max)
+        rescale = np.exp(row_max - new_max)
+        p = np.exp(scores - new_max[:, None])
+        return new_max, rescale * row_sum + p.sum(axis=-1), rescale[:, None] * acc + p @ value
+        """,
+        ["test_first_chunk_follows_the_definitions"],
+        {"self_check": "the scores are query @ keyᵀ / √d"},
+    ),
+    "online_update modifying the state in place": (
+        "online_update",
+        """
+        scores = query @ key.T / np.sqrt(query.shape[-1])
+        chunk_max = scores.max(axis=-1)
+        if state is None:
+            row_max, row_sum, acc = chunk_max, np.zeros(len(query)), np.zeros((len(query), value.shape[-1]))
+        else:
+            row_max, row_sum, acc = state
+        new_max = np.maximum(row_max, chunk_max)
+        rescale = np.exp(row_max - new_max)
+        p = np.exp(scores - new_max[:, None])
+        row_sum *= rescale
+        row_sum += p.sum(axis=-1)
+        acc *= rescale[:, None]
+        acc += p @ value
+        return new_max, row_sum, acc
+        """,
+        ["test_does_not_modify_the_state"],
+        {"self_check": "changed the state it was given"},
+    ),
+    "attention with an einsum that names no batch axes": (
+        "attention",
+        """
+        weights = softmax(np.einsum("qd,kd->qk", query, key) / np.sqrt(query.shape[-1]), axis=-1)
+        return np.einsum("qk,kv->qv", weights, value), weights
+        """,
+        ["test_batched_inputs"],
+        {"feedback": "write the batch axes as '...'"},
     ),
 }

@@ -211,6 +211,35 @@ MUTANTS = {
         return self.out_proj(weights @ v), weights
         """,
         ["test_wrong_widths_raise_value_error"],
+        {"self_check": "x of width 5 for d_model=4 should raise ValueError"},
+    ),
+    "layer: checks the width of x only": (
+        "cross_attention",
+        """
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (batch, len_q, {self.d_model}), got {tuple(x.shape)}")
+        context = x if context is None else context
+        q, k, v = self.q_proj(x), self.k_proj(context), self.v_proj(context)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_model), dim=-1)
+        return self.out_proj(weights @ v), weights
+        """,
+        ["test_wrong_widths_raise_value_error"],
+        {"feedback": "a context of width 4 for d_context = 6", "self_check": "a context of width 4 for d_context=6"},
+    ),
+    "layer: no check that self-attention needs d_context == d_model": (
+        "cross_attention",
+        """
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (batch, len_q, {self.d_model}), got {tuple(x.shape)}")
+        if context is not None and context.shape[-1] != self.d_context:
+            raise ValueError(f"context must be (batch, len_k, {self.d_context}), got {tuple(context.shape)}")
+        context = x if context is None else context
+        q, k, v = self.q_proj(x), self.k_proj(context), self.v_proj(context)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_model), dim=-1)
+        return self.out_proj(weights @ v), weights
+        """,
+        ["test_wrong_widths_raise_value_error"],
+        {"feedback": "context=None when d_context = 6", "self_check": "context=None (self-attention)"},
     ),
     # -- task 3: shuffles
     "shuffle: inverse permutations": (
@@ -314,5 +343,77 @@ MUTANTS = {
         return -torch.special.xlogy(w, w).sum(dim=-1)
         """,
         ["test_fully_masked_rows_give_zero"],
+    ),
+    # -- task 5: two sources
+    "two sources: one softmax per source, averaged": (
+        "two_source_attention",
+        """
+        def linear(t, name):
+            return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+        q = linear(x, "q_proj")
+        w_i = torch.softmax(q @ linear(image, "k_image").transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        w_t = torch.softmax(q @ linear(text, "k_text").transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        out = (w_i @ linear(image, "v_image") + w_t @ linear(text, "v_text")) / 2
+        return out, torch.cat([w_i, w_t], dim=-1) / 2
+        """,
+        ["test_one_softmax_over_both_sources"],
+        {"feedback": "one softmax per source", "self_check": "one softmax per source"},
+    ),
+    "two sources: the text's keys first": (
+        "two_source_attention",
+        """
+        def linear(t, name):
+            return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+        q = linear(x, "q_proj")
+        k = torch.cat([linear(text, "k_text"), linear(image, "k_image")], dim=-2)
+        v = torch.cat([linear(text, "v_text"), linear(image, "v_image")], dim=-2)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return weights @ v, weights
+        """,
+        ["test_image_keys_come_first"],
+        {"self_check": "the image's keys come first"},
+    ),
+    "two sources: keys and values of the image reused for the text's values": (
+        "two_source_attention",
+        """
+        def linear(t, name):
+            return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+        q = linear(x, "q_proj")
+        k = torch.cat([linear(image, "k_image"), linear(text, "k_text")], dim=-2)
+        v = torch.cat([linear(image, "v_image"), linear(text, "k_text")], dim=-2)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return weights @ v, weights
+        """,
+        ["test_one_softmax_over_both_sources"],
+    ),
+    "two sources: scaled by √d_image": (
+        "two_source_attention",
+        """
+        def linear(t, name):
+            return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+        q = linear(x, "q_proj")
+        k = torch.cat([linear(image, "k_image"), linear(text, "k_text")], dim=-2)
+        v = torch.cat([linear(image, "v_image"), linear(text, "v_text")], dim=-2)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(image.shape[-1]), dim=-1)
+        return weights @ v, weights
+        """,
+        ["test_one_softmax_over_both_sources"],
+    ),
+    "two sources: the image only": (
+        "two_source_attention",
+        """
+        def linear(t, name):
+            return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+        q = linear(x, "q_proj")
+        k, v = linear(image, "k_image"), linear(image, "v_image")
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return weights @ v, weights
+        """,
+        ["test_shapes"],
     ),
 }

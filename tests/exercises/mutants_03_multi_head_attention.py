@@ -123,6 +123,26 @@ MUTANTS = {
         """,
         ["test_each_head_is_scaled_by_sqrt_head_dim"],
     ),
+    "mha: einsum that names no batch or head axes": (
+        "multi_head_attention",
+        """
+        q, k, v = (split_heads(t, num_heads) for t in (query, key, value))
+        weights = torch.softmax(torch.einsum("qd,kd->qk", q, k) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(torch.einsum("qk,kd->qd", weights, v)), weights
+        """,
+        ["test_shapes"],
+        {"feedback": "write the batch axes as '...'"},
+    ),
+    "mha: k.T, which reverses every axis": (
+        "multi_head_attention",
+        """
+        q, k, v = (split_heads(t, num_heads) for t in (query, key, value))
+        weights = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_shapes"],
+        {"feedback": "key.T reverses every axis"},
+    ),
     "mha: scores not scaled": (
         "multi_head_attention",
         """
@@ -297,5 +317,73 @@ MUTANTS = {
         return out
         """,
         ["test_out_proj_is_copied"],
+    ),
+    # -- task 5: grouped-query attention
+    "gqa: key/value heads tiled with repeat (0, 1, 0, 1)": (
+        "grouped_query_attention",
+        """
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        group = num_heads // num_kv_heads
+        q = split_heads(query, num_heads)
+        k, v = split_heads(key, num_kv_heads), split_heads(value, num_kv_heads)
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_each_group_of_query_heads_shares_one_key_head"],
+        {"feedback": "repeat_interleave", "self_check": "the key/value heads are tiled"},
+    ),
+    "gqa: every query head reads key/value head 0": (
+        "grouped_query_attention",
+        """
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        group = num_heads // num_kv_heads
+        q = split_heads(query, num_heads)
+        k, v = split_heads(key, num_kv_heads), split_heads(value, num_kv_heads)
+        k, v = k[:, :1], v[:, :1]
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_each_group_of_query_heads_shares_one_key_head"],
+        {"self_check": "every query head reads key/value head 0"},
+    ),
+    "gqa: scaled by √d_model": (
+        "grouped_query_attention",
+        """
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        group = num_heads // num_kv_heads
+        q = split_heads(query, num_heads)
+        k, v = split_heads(key, num_kv_heads), split_heads(value, num_kv_heads)
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(query.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_each_group_of_query_heads_shares_one_key_head"],
+        {"self_check": "scale by √head_dim"},
+    ),
+    "gqa: no ValueError for indivisible heads": (
+        "grouped_query_attention",
+        """
+        group = max(num_heads // num_kv_heads, 1)
+        q = split_heads(query, num_heads)
+        k, v = split_heads(key, num_kv_heads), split_heads(value, num_kv_heads)
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_indivisible_heads_raise_value_error"],
+        {"self_check": "expected a ValueError"},
+    ),
+    "gqa: key/value heads split as many as the query heads": (
+        "grouped_query_attention",
+        """
+        q, k, v = (split_heads(t, num_heads) for t in (query, key, value))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return merge_heads(weights @ v), weights
+        """,
+        ["test_shapes", "test_each_group_of_query_heads_shares_one_key_head"],
     ),
 }

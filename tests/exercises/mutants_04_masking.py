@@ -373,4 +373,99 @@ MUTANTS = {
         ),
         ["test_padding_and_causal_masks_broadcast"],
     ),
+    "masked attention renormalising after the softmax with clamp_min (padding leaks)": (
+        "masked_attention",
+        _code(
+            _SCORES,
+            """
+            weights = torch.softmax(scores, dim=-1)
+            if attn_mask is not None:
+                weights = weights * attn_mask
+                weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            return (weights @ v).to(dtype), weights.to(dtype)
+            """,
+        ),
+        ["test_padding_content_does_not_leak"],
+        {"feedback": "padding leaks into the output", "self_check": "the softmax ran over every key"},
+    ),
+    "masked attention computing half precision in half precision": (
+        "masked_attention",
+        _code(
+            """
+            dtype = query.dtype
+            q, k, v = query, key, value
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            """,
+            _SAFE_SOFTMAX,
+            "return (weights @ v).to(dtype), weights.to(dtype)",
+        ),
+        ["test_half_precision_is_computed_in_float32"],
+        {"feedback": "convert query, key and value to float32 first", "self_check": "the mean error against float64"},
+    ),
+    "masked attention casting every dtype to float32 (float64 downcast)": (
+        "masked_attention",
+        _code(
+            """
+            dtype = query.dtype
+            q, k, v = query.float(), key.float(), value.float()
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            """,
+            _SAFE_SOFTMAX,
+            "return (weights @ v).to(dtype), weights.to(dtype)",
+        ),
+        ["test_float64_is_computed_in_float64"],
+        {"feedback": "`.float()` on a float64 tensor", "self_check": "float64 inputs should be computed in float64"},
+    ),
+    # -- task 6: left padding
+    "left padding masked as right padding": (
+        "left_padded_self_mask",
+        """
+        real = torch.arange(max_len)[None, :] < torch.as_tensor(lengths)[:, None]
+        return real[:, None, None, :] & causal_mask(max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"feedback": "mask of a right-padded batch", "self_check": "mask of a right-padded batch"},
+    ),
+    "left padding with the causal mask alone": (
+        "left_padded_self_mask",
+        """
+        return causal_mask(max_len).expand(len(lengths), 1, max_len, max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"feedback": "causal mask alone", "self_check": "causal mask alone"},
+    ),
+    "left padding combined with OR": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+        return real[:, None, None, :] | causal_mask(max_len)
+        """,
+        ["test_matches_the_specification"],
+        {"self_check": "combine the two masks with &"},
+    ),
+    "left padding off by one": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] > (max_len - lengths)[:, None]
+        return real[:, None, None, :] & causal_mask(max_len)
+        """,
+        ["test_matches_the_specification"],
+        {"self_check": "off by one"},
+    ),
+    "left padding on the queries' axis": (
+        "left_padded_self_mask",
+        """
+        lengths = torch.as_tensor(lengths)
+        real = torch.arange(max_len)[None, :] >= (max_len - lengths)[:, None]
+        return real[:, None, :, None] & causal_mask(max_len)
+        """,
+        ["test_real_tokens_never_read_the_padding"],
+        {"self_check": "not the queries'"},
+    ),
 }

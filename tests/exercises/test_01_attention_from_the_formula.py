@@ -13,7 +13,7 @@ import pytest
 
 from course_lib import scaled_dot_product_attention as reference_attention
 from course_lib import softmax as reference_softmax
-from course_lib.checks import attention_mistake, softmax_mistake
+from course_lib.checks import attention_error_hint, attention_mistake, difference, online_mistake, softmax_mistake
 from course_lib.checks import describe as describe_value
 from course_lib.grading import StudentRaised, call_with_args, substitute
 
@@ -97,6 +97,20 @@ class TestSoftmax:
             "softmax of rows on very different scales is wrong"
             + (f": {softmax_mistake(x, got, -1)}" if softmax_mistake(x, got, -1) else "")
             + " (each row must be shifted by its own max: np.max(x, axis=axis, keepdims=True))"
+        )
+
+    @pytest.mark.points(1)
+    def test_rows_with_a_large_spread(self, student):
+        """softmax stays finite and exact on rows whose scores span a thousand"""
+        x = np.array([[0.0, 0.0, 0.0, 1000.0], [-900.0, 3.0, 0.0, 1.0], [5.0, -1200.0, 400.0, 2.0]])
+        got = as_array(student.softmax(x.copy()), "softmax of rows with a large spread")
+        assert (
+            got.shape == x.shape and np.all(np.isfinite(got)) and np.allclose(got, reference_softmax(x), atol=1e-6)
+        ), (
+            "softmax of rows whose scores span a thousand is wrong or not finite"
+            + (f": {softmax_mistake(x, got, -1)}" if softmax_mistake(x, got, -1) else "")
+            + ". Only the row's max keeps every exponent <= 0 (a shift by the mean, the min or the first "
+            "element leaves exp(750) in a row like [0, 0, 0, 1000])"
         )
 
     @pytest.mark.points(1)
@@ -265,21 +279,22 @@ class TestAttention:
     def test_batched_inputs(self, student):
         """attention works with leading batch axes (..., len, d)"""
         q, k, v = random_qkv(25, (2, 3), len_q=4, len_k=6, d=8, d_v=5)
-        hint = (
-            "for batched arrays transpose only the last two axes of the keys: np.swapaxes(key, -1, -2); "
-            "key.T reverses every axis"
-        )
         try:
             out, w = attention_result(student, q, k, v)
         except StudentRaised as err:
-            raise AssertionError(f"on a batch of shape (2, 3) it raised {err.type_name}: {hint}") from None
+            hint = attention_error_hint(err.type_name, err.text, q, k)
+            raise AssertionError(
+                f"on a batch of shape (2, 3) it raised {err.type_name}: {err.text[:200]}"
+                + (f". {hint}" if hint else ". Only the last two axes are (len, d); every leading axis is a batch axis")
+            ) from None
         expected_out, expected_w = reference_attention(q, k, v, return_weights=True)
+        hint = attention_mistake(q, k, v, out, w)
         assert w.shape == (2, 3, 4, 6) and out.shape == (2, 3, 4, 5), (
             f"for query (2, 3, 4, 8), key (2, 3, 6, 8) and value (2, 3, 6, 5) expected output (2, 3, 4, 5) and "
-            f"weights (2, 3, 4, 6), got {out.shape} and {w.shape}: {hint}"
+            f"weights (2, 3, 4, 6), got {out.shape} and {w.shape}" + (f": {hint}" if hint else "")
         )
         assert np.allclose(out, expected_out, atol=1e-6) and np.allclose(w, expected_w, atol=1e-6), (
-            f"batched attention has wrong values: {attention_mistake(q, k, v, out, w) or hint}"
+            f"batched attention has wrong values ({difference(out, expected_out)})" + (f": {hint}" if hint else "")
         )
 
 
@@ -334,4 +349,108 @@ class TestAlign:
             f"align gave {best.tolist()}, but the weights' largest entries are at {expected.tolist()}: queries "
             "come from the target, keys and values from the source, and the argmax runs over the source words "
             "(the last axis of the weights)"
+        )
+
+
+# -- task 5: an online softmax over chunks of keys --------------------------------------------
+
+
+def state_of(result, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert isinstance(result, (tuple, list)) and len(result) == 3, (
+        f"{what} should return three arrays, (row_max, row_sum, acc); got {describe_value(result)}"
+    )
+    return tuple(as_array(t, f"{what}[{i}]") for i, t in enumerate(result))
+
+
+def reference_state(query, key, value):
+    """``(row_max, row_sum, acc)`` over all of ``key`` and ``value`` at once, in float64."""
+    scores = query @ key.T / np.sqrt(query.shape[-1])
+    row_max = scores.max(axis=-1)
+    p = np.exp(scores - row_max[:, None])
+    return row_max, p.sum(axis=-1), p @ value
+
+
+def stream(student, query, key, value, sizes):
+    """The student's state after folding in the chunks of ``sizes`` keys, in order."""
+    state, start = None, 0
+    for size in sizes:
+        k, v = key[start : start + size], value[start : start + size]
+        new = state_of(student.online_update(state, query, k, v), "online_update")
+        hint = online_mistake(state, query, k, v, new) if state is not None else None
+        state, start = new, start + size
+    return state, hint
+
+
+@pytest.mark.task("online_update")
+class TestOnlineUpdate:
+    @pytest.mark.points(1)
+    def test_first_chunk_follows_the_definitions(self, student):
+        """from no state, one chunk gives the max, the sum of exp(s − max) and the weighted values"""
+        g = rng(50)
+        q, k, v = g.normal(size=(3, 5)), g.normal(size=(4, 5)), g.normal(size=(4, 2))
+        got = state_of(student.online_update(None, q, k, v), "online_update(None, query, key, value)")
+        for name, a, b in zip(("row_max", "row_sum", "acc"), got, reference_state(q, k, v)):
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-8), (
+                f"after the first chunk {name} is wrong ({difference(a, b, atol=1e-8)}): row_max = max of "
+                "query @ keyᵀ / √d over the keys, row_sum = sum of exp(score − row_max), acc = exp(score − "
+                "row_max) @ value"
+            )
+
+    @pytest.mark.points(2)
+    def test_chunks_give_attention_over_all_the_keys(self, student):
+        """chunks of 3, 1, 5 and 2 keys give the attention output over all 11"""
+        g = rng(51)
+        q, k, v = g.normal(size=(4, 6)), g.normal(size=(11, 6)), g.normal(size=(11, 3))
+        (row_max, row_sum, acc), hint = stream(student, q, k, v, [3, 1, 5, 2])
+        out = acc / row_sum[:, None] if row_sum.shape == (4,) and acc.shape == (4, 3) else acc
+        expected = reference_attention(q, k, v)
+        assert out.shape == expected.shape and np.allclose(out, expected, atol=1e-8), (
+            f"acc / row_sum after four chunks differs from attention over all the keys "
+            f"({difference(out, expected, atol=1e-8)})" + (f": {hint}" if hint else "")
+        )
+
+    @pytest.mark.points(1)
+    def test_a_later_chunk_with_larger_scores(self, student):
+        """when a chunk brings larger scores, the old sums are rescaled to the new max"""
+        g = rng(52)
+        q, k, v = g.normal(size=(3, 4)), g.normal(size=(6, 4)), g.normal(size=(6, 2))
+        k[3:] *= 8.0
+        (row_max, row_sum, acc), hint = stream(student, q, k, v, [3, 3])
+        expected = reference_state(q, k, v)
+        for name, a, b in zip(("row_max", "row_sum", "acc"), (row_max, row_sum, acc), expected):
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-8), (
+                f"after a chunk with larger scores, {name} is wrong ({difference(a, b, atol=1e-8)})"
+                + (
+                    f": {hint}"
+                    if hint
+                    else ": the old row_sum and acc were taken with the old max; multiply both "
+                    "by exp(old max − new max)"
+                )
+            )
+
+    @pytest.mark.points(1)
+    def test_scores_in_the_thousands_stay_finite(self, student):
+        """chunks whose scores are in the thousands give a finite, exact state"""
+        g = rng(53)
+        q, k, v = 40.0 * g.normal(size=(2, 8)), 40.0 * g.normal(size=(5, 8)), g.normal(size=(5, 3))
+        (row_max, row_sum, acc), _ = stream(student, q, k, v, [2, 3])
+        out = acc / row_sum[:, None] if row_sum.shape == (2,) else acc
+        expected = reference_attention(q, k, v)
+        with np.errstate(all="ignore"):
+            assert np.all(np.isfinite(out)) and out.shape == expected.shape and np.allclose(out, expected, atol=1e-8), (
+                "with scores in the thousands the state overflows or is wrong: subtract the running max before "
+                f"every exp, so that each exponent is at most 0 ({difference(out, expected, atol=1e-8)})"
+            )
+
+    @pytest.mark.points(1)
+    def test_does_not_modify_the_state(self, student):
+        """online_update builds a new state and leaves the one it was given unchanged"""
+        g = rng(54)
+        q, k, v = g.normal(size=(3, 4)), 5.0 * g.normal(size=(4, 4)), g.normal(size=(4, 2))
+        state = reference_state(q, k[:2], v[:2])
+        _, args, _ = call_with_args(student.online_update, tuple(t.copy() for t in state), q, k[2:], v[2:])
+        kept = [np.asarray(a) for a in args[0]]
+        assert all(np.array_equal(a, b) for a, b in zip(kept, state)), (
+            "online_update changed the arrays of the state it was given: `acc *= r` or `row_sum += ...` modify "
+            "the caller's arrays; build new ones (acc = r[:, None] * acc + ...)"
         )

@@ -17,7 +17,15 @@ from torch.nn import functional as F
 
 from course_lib import MultiHeadAttention
 from course_lib.checks import describe as describe_value
-from course_lib.checks import entropy_mistake, layer_mistake, projection_mistake, shuffle_mistake
+from course_lib.checks import (
+    entropy_mistake,
+    layer_mistake,
+    projection_mistake,
+    shuffle_mistake,
+    two_source_mistake,
+    two_source_params,
+    two_source_reference,
+)
 from course_lib.grading import StudentRaised, call_with_args
 
 NOTEBOOK_RUNS_POINTS = 1
@@ -508,3 +516,69 @@ class TestAttentionEntropy:
             "attention_entropy changed the tensor it was given: an in-place operation (w[w == 0] = ..., clamp_, "
             "+=) modifies the caller's weights; work on a new tensor"
         )
+
+
+# -- task 5: two sources ------------------------------------------------------------------------
+
+
+def two_sources(student, x, image, text, params):
+    result = student.two_source_attention(x, image, text, params)
+    assert isinstance(result, (tuple, list)) and len(result) == 2, (
+        f"two_source_attention should return two tensors, (output, weights); got {describe_value(result)}"
+    )
+    return as_tensor(result[0], "the output"), as_tensor(result[1], "the weights")
+
+
+def two_source_case(seed: int, batch=2, len_q=4, len_image=6, len_text=3, d_model=8, d_image=10, d_text=5):
+    g = generator(seed)
+    x = torch.randn(batch, len_q, d_model, generator=g)
+    image, text = torch.randn(batch, len_image, d_image, generator=g), torch.randn(batch, len_text, d_text, generator=g)
+    return x, image, text, two_source_params(d_model, d_image, d_text, seed=seed + 1)
+
+
+@pytest.mark.task("two_source_attention")
+class TestTwoSourceAttention:
+    @pytest.mark.points(1)
+    def test_shapes(self, student):
+        """the weights cover the keys of both sources, the output has the target's shape"""
+        x, image, text, params = two_source_case(80)
+        out, w = two_sources(student, x, image, text, params)
+        assert tuple(w.shape) == (2, 4, 9) and tuple(out.shape) == (2, 4, 8), (
+            f"for 4 queries over 6 image and 3 text tokens expected weights (2, 4, 9) and output (2, 4, 8), got "
+            f"{tuple(w.shape)} and {tuple(out.shape)}" + hint(two_source_mistake(x, image, text, params, out, w))
+        )
+
+    @pytest.mark.points(2)
+    def test_one_softmax_over_both_sources(self, student):
+        """the keys of the image and of the text compete in one softmax"""
+        x, image, text, params = two_source_case(81)
+        out, w = two_sources(student, x, image, text, params)
+        expected_out, expected_w = two_source_reference(x, image, text, params)
+        assert close(w, expected_w) and close(out, expected_out), (
+            "the weights over the two sources are wrong"
+            + hint(two_source_mistake(x, image, text, params, out, w),
+                   ": project each source with its own k_ and v_ weights, concatenate along the length axis, "
+                   "one softmax over all the keys, scaled by √d_model")
+        )
+
+    @pytest.mark.points(1)
+    def test_image_keys_come_first(self, student):
+        """the weights list the image's keys first, then the text's"""
+        x, image, text, params = two_source_case(82, len_image=2, len_text=5, d_image=3, d_text=7)
+        _, w = two_sources(student, x, image, text, params)
+        _, expected_w = two_source_reference(x, image, text, params)
+        assert close(w, expected_w), (
+            "the weights are not in the order (image keys, text keys)"
+            + hint(two_source_mistake(x, image, text, params, None, w))
+        )
+
+    @pytest.mark.points(1)
+    def test_a_one_token_source(self, student):
+        """a text of a single token is one more key, not a broadcast"""
+        x, image, text, params = two_source_case(83, len_q=3, len_image=4, len_text=1)
+        out, w = two_sources(student, x, image, text, params)
+        expected_out, expected_w = two_source_reference(x, image, text, params)
+        assert close(w, expected_w) and close(out, expected_out), (
+            "with a text of one token the result is wrong" + hint(two_source_mistake(x, image, text, params, out, w))
+        )
+

@@ -18,9 +18,22 @@ import torch
 from course_lib import MultiHeadAttention
 from course_lib import merge_heads as reference_merge
 from course_lib import split_heads as reference_split
-from course_lib.checks import conversion_mistake, merge_heads_mistake, multi_head_mistake, split_mistake
+from course_lib.checks import (
+    attention_error_hint,
+    conversion_mistake,
+    merge_heads_mistake,
+    multi_head_mistake,
+    split_mistake,
+)
 from course_lib.checks import describe as describe_value
-from course_lib.checks.ex03 import BIAS_KEYS, EXPECTED_KEYS, multi_head_reference, random_torch_mha
+from course_lib.checks.ex03 import (
+    BIAS_KEYS,
+    EXPECTED_KEYS,
+    gqa_mistake,
+    gqa_reference,
+    multi_head_reference,
+    random_torch_mha,
+)
 from course_lib.grading import StudentRaised, substitute
 
 NOTEBOOK_RUNS_POINTS = 1
@@ -219,10 +232,13 @@ def attention(student, query, key, value, num_heads):
         try:
             result = student.multi_head_attention(query, key, value, num_heads)
         except StudentRaised as err:
+            hint = attention_error_hint(
+                err.type_name, err.text, reference_split(query, num_heads), reference_split(key, num_heads)
+            )
             raise AssertionError(
                 f"{err}. For query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)} and "
-                f"{num_heads} heads: split each with split_heads, transpose only the last two axes of k, merge with "
-                "merge_heads"
+                f"{num_heads} heads: "
+                + (hint or "split each with split_heads, attend within each head, merge with merge_heads")
             ) from None
     assert isinstance(result, (tuple, list)) and len(result) == 2, (
         f"multi_head_attention should return two tensors, (output, weights); got {describe_value(result)}"
@@ -434,3 +450,107 @@ class TestFromTorchStateDict:
         assert isinstance(w, torch.Tensor) and close(w, mha.out_proj.weight.detach()), (
             "out_proj.weight should be nn.MultiheadAttention's out_proj.weight, unchanged (an ordinary nn.Linear)"
         )
+
+
+# -- task 5: grouped-query attention ---------------------------------------------------------
+
+
+def gqa_case(seed: int, batch: int, len_q: int, len_k: int, num_heads: int, num_kv_heads: int, head_dim: int,
+             head_dim_v: int):
+    g = torch.Generator().manual_seed(seed)
+    query = 2 * torch.randn(batch, len_q, num_heads * head_dim, generator=g)
+    key = 2 * torch.randn(batch, len_k, num_kv_heads * head_dim, generator=g)
+    value = torch.randn(batch, len_k, num_kv_heads * head_dim_v, generator=g)
+    return query, key, value
+
+
+def gqa(student, query, key, value, num_heads, num_kv_heads):
+    """``(output, weights)`` from the student's GQA, with the library's split_heads and merge_heads."""
+    with (
+        substitute(student, "split_heads", "course_lib.split_heads"),
+        substitute(student, "merge_heads", "course_lib.merge_heads"),
+    ):
+        try:
+            result = student.grouped_query_attention(query, key, value, num_heads, num_kv_heads)
+        except StudentRaised as err:
+            cause = attention_error_hint(
+                err.type_name, err.text, reference_split(query, num_heads), reference_split(key, num_kv_heads)
+            )
+            raise AssertionError(
+                f"{err}. For {num_heads} query heads and {num_kv_heads} key/value heads"
+                + (f": {cause}" if cause else ": split the queries into num_heads heads and the keys and values into "
+                   "num_kv_heads, then let each key/value head serve its group of query heads")
+            ) from None
+    assert isinstance(result, (tuple, list)) and len(result) == 2, (
+        f"grouped_query_attention should return two tensors, (output, weights); got {describe_value(result)}"
+    )
+    return as_tensor(result[0], "the output"), as_tensor(result[1], "the weights")
+
+
+@pytest.mark.task("grouped_query_attention")
+class TestGroupedQueryAttention:
+    @pytest.mark.points(1)
+    def test_shapes(self, student):
+        """6 query heads over 2 key/value heads give one map per query head and a merged output"""
+        query, key, value = gqa_case(70, 2, 4, 7, 6, 2, 3, 5)
+        out, w = gqa(student, query, key, value, 6, 2)
+        assert tuple(w.shape) == (2, 6, 4, 7), (
+            f"the weights should be (batch, num_heads, len_q, len_k) = (2, 6, 4, 7), got {tuple(w.shape)}: one "
+            "map per query head" + hint(gqa_mistake(query, key, value, 6, 2, out, w))
+        )
+        assert tuple(out.shape) == (2, 4, 30), (
+            f"the output should be (batch, len_q, num_heads · head_dim_v) = (2, 4, 30), got {tuple(out.shape)}"
+        )
+
+    @pytest.mark.points(2)
+    def test_each_group_of_query_heads_shares_one_key_head(self, student):
+        """query heads 0–2 read key/value head 0 and heads 3–5 head 1, in that order"""
+        query, key, value = gqa_case(71, 2, 4, 7, 6, 2, 3, 5)
+        out, w = gqa(student, query, key, value, 6, 2)
+        expected_out, expected_w = gqa_reference(query, key, value, 6, 2)
+        assert close(w, expected_w) and close(out, expected_out), (
+            "with 6 query heads and 2 key/value heads the result differs from grouped-query attention"
+            + hint(gqa_mistake(query, key, value, 6, 2, out, w),
+                   ": query head h reads key/value head h // (num_heads // num_kv_heads)")
+        )
+
+    @pytest.mark.points(1)
+    def test_one_key_value_head_is_multi_query_attention(self, student):
+        """num_kv_heads = 1: every query head reads the same keys and values"""
+        query, key, value = gqa_case(72, 1, 3, 5, 4, 1, 2, 2)
+        out, w = gqa(student, query, key, value, 4, 1)
+        expected_out, expected_w = gqa_reference(query, key, value, 4, 1)
+        assert close(w, expected_w) and close(out, expected_out), (
+            "with a single key/value head (multi-query attention) the result is wrong"
+            + hint(gqa_mistake(query, key, value, 4, 1, out, w))
+        )
+
+    @pytest.mark.points(1)
+    def test_as_many_key_value_heads_as_query_heads_is_multi_head_attention(self, student):
+        """num_kv_heads = num_heads gives ordinary multi-head attention"""
+        query, key, value = gqa_case(73, 2, 5, 3, 3, 3, 4, 2)
+        out, w = gqa(student, query, key, value, 3, 3)
+        expected_out, expected_w = multi_head_reference(query, key, value, 3)
+        assert close(w, expected_w) and close(out, expected_out), (
+            "with num_kv_heads = num_heads = 3 the result should be multi-head attention"
+            + hint(gqa_mistake(query, key, value, 3, 3, out, w))
+        )
+
+    @pytest.mark.points(1)
+    def test_indivisible_heads_raise_value_error(self, student):
+        """num_kv_heads that does not divide num_heads raises ValueError"""
+        query, key, value = gqa_case(74, 1, 2, 3, 6, 4, 2, 2)
+        with (
+            substitute(student, "split_heads", "course_lib.split_heads"),
+            substitute(student, "merge_heads", "course_lib.merge_heads"),
+        ):
+            try:
+                student.grouped_query_attention(query, key, value, 6, 4)
+            except StudentRaised as err:
+                assert err.is_a(ValueError), (
+                    f"num_kv_heads = 4 does not divide num_heads = 6: raise ValueError naming both, not "
+                    f"{err.type_name}"
+                )
+            else:
+                raise AssertionError("num_kv_heads = 4 does not divide num_heads = 6: raise ValueError naming both")
+

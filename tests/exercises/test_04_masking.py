@@ -24,12 +24,14 @@ from course_lib.checks import (
     as_bool_mask,
     causal_mask_mistake,
     cross_mask_mistake,
+    difference,
     masked_attention_mistake,
     padding_mask_mistake,
     self_mask_mistake,
     torch_mask_mistake,
 )
 from course_lib.checks import describe as describe_value
+from course_lib.checks.ex04 import left_padded_mistake, left_padded_reference
 from course_lib.grading import StudentRaised, keep, substitute
 
 NOTEBOOK_RUNS_POINTS = 1
@@ -484,6 +486,57 @@ class TestMaskedAttention:
         )
 
     @pytest.mark.points(1)
+    def test_padding_content_does_not_leak(self, student):
+        """padded keys and values, however large, change neither the output nor the weights"""
+        q, k, v = random_qkv(60, (3,), len_q=4, len_k=6, d=8, d_v=3)
+        mask = reference_padding_mask(torch.tensor([6, 2, 4]), 6)[:, None, :]  # (3, 1, 6)
+        padding = ~mask[:, 0]  # (3, 6)
+        big_k, big_v = k.clone(), v.clone()
+        big_k[padding] *= 200.0
+        big_v[padding] *= 1000.0
+        out, w = attention_result(student, q, big_k, big_v, mask)
+        expected_out, expected_w = reference(q, k, v, mask)  # what the real keys alone give
+        hint = masked_attention_mistake(q, big_k, big_v, mask, out, w)
+        assert close(w, expected_w) and close(out, expected_out, atol=1e-4), (
+            "when the padded keys hold large numbers, the result changes: padding leaks into the output"
+            + (f" ({difference(out, expected_out, atol=1e-4)})" if out.shape == expected_out.shape else "")
+            + explain(hint, ": fill the scores with -inf where the mask is False, before the softmax")
+        )
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+    def test_half_precision_is_computed_in_float32(self, student, dtype):
+        """half-precision inputs over 700 keys are as accurate as a float32 computation rounded to their dtype"""
+        q, k, v = random_qkv(61, (2,), len_q=12, len_k=700, d=64, d_v=32, dtype=dtype)
+        out, _ = attention_result(student, q, k, v)
+        exact = reference(q, k, v)[0]
+        in_float32 = reference_attention(q.float(), k.float(), v.float()).to(dtype).double()
+        allowed = 1.5 * (in_float32 - exact).abs().mean().item()
+        assert out.dtype == dtype and out.shape == exact.shape, (
+            f"{dtype} inputs should give a {dtype} output of shape {tuple(exact.shape)}, got {out.dtype} "
+            f"{tuple(out.shape)}"
+        )
+        error = (out.double() - exact).abs().mean().item()
+        assert error <= allowed, (
+            f"with {dtype} inputs and 700 keys the mean error is {error:.2g}, more than a float32 computation "
+            f"rounded to {dtype} gives ({allowed / 1.5:.2g}): convert query, key and value to float32 first, "
+            "and cast the results back with .to(query.dtype)"
+        )
+
+    @pytest.mark.points(1)
+    def test_float64_is_computed_in_float64(self, student):
+        """float64 inputs are computed in float64, to 1e-12"""
+        q, k, v = random_qkv(62, (2, 1), len_q=3, len_k=7, d=8, d_v=4, dtype=torch.float64)
+        mask = mixed_masks(63)[:, :, :3, :]
+        out, w = attention_result(student, q, k, v, mask)
+        expected_out, expected_w = reference(q, k, v, mask)
+        assert out.dtype == torch.float64 and close(out, expected_out, atol=1e-12, rtol=0), (
+            f"float64 inputs gave {out.dtype} results that differ from float64 attention "
+            f"({difference(out, expected_out, atol=1e-12, rtol=0)}): only float16 and bfloat16 are converted to "
+            "float32; `.float()` on a float64 tensor throws digits away"
+        )
+
+    @pytest.mark.points(1)
     def test_gradients_stay_finite_with_a_fully_masked_row(self, student):
         """backpropagating through a batch with a fully masked row gives finite gradients"""
         q, k, v = random_qkv(58, (2, 2), len_q=3, len_k=5, d=4, d_v=3)
@@ -515,3 +568,73 @@ class TestMaskedAttention:
             "was patched after the softmax (nan_to_num, where), and 0 * NaN is still NaN in the backward pass. "
             "Avoid the NaN instead: subtract 0 when a row's max is -inf, and divide by 1 when its sum is 0"
         )
+
+
+# -- task 6: left padding -----------------------------------------------------------------------
+
+
+def student_left_mask(student, lengths: torch.Tensor, max_len: int) -> np.ndarray:
+    with (
+        substitute(student, "padding_mask", "course_lib.padding_mask"),
+        substitute(student, "causal_mask", "course_lib.causal_mask"),
+    ):
+        got = student.left_padded_self_mask(lengths.clone(), max_len)
+    return as_mask(got, "left_padded_self_mask")
+
+
+LEFT = torch.tensor([6, 2, 4, 1, 5])
+
+
+@pytest.mark.task("left_padded_self_mask")
+class TestLeftPaddedSelfMask:
+    @pytest.mark.points(1)
+    def test_shape_is_batch_1_len_len(self, student):
+        """the mask is (batch, 1, max_len, max_len)"""
+        mask = student_left_mask(student, LEFT, 6)
+        assert mask.shape == (5, 1, 6, 6), (
+            f"for 5 sequences padded to 6 the mask should be (batch, 1, max_len, max_len) = (5, 1, 6, 6), got "
+            f"{mask.shape}" + explain(left_padded_mistake(LEFT, 6, mask))
+        )
+
+    @pytest.mark.points(2)
+    def test_real_tokens_never_read_the_padding(self, student):
+        """no query reads a padded key: the padding comes first and the causal mask does not hide it"""
+        mask = student_left_mask(student, LEFT, 6)
+        full = per_query(mask, 5, 6, 6)
+        assert full is not None, f"the mask {mask.shape} does not broadcast to (batch, len, len) = (5, 6, 6)"
+        padded_keys = ~(np.arange(6)[None, :] >= (6 - LEFT.numpy())[:, None])  # (5, 6)
+        assert not (full & padded_keys[:, None, :]).any(), (
+            "queries may read padded keys: in a left-padded batch the padding comes before the real tokens, so "
+            "the causal mask does not hide it" + explain(left_padded_mistake(LEFT, 6, mask))
+        )
+
+    @pytest.mark.points(1)
+    def test_matches_the_specification(self, student):
+        """key j is visible to query i when j is real and j <= i"""
+        mask = student_left_mask(student, LEFT, 6)
+        full = per_query(mask, 5, 6, 6)
+        expected = left_padded_reference(LEFT, 6)[:, 0]
+        assert full is not None and np.array_equal(full, expected), (
+            "the left-padded mask has wrong values" + explain(left_padded_mistake(LEFT, 6, mask),
+                                                             ": key j is real (j >= max_len - length) and j <= i")
+        )
+
+    @pytest.mark.points(1)
+    def test_real_tokens_attend_as_if_unpadded(self, student):
+        """with the mask, every real token gets the attention output it gets in its sequence alone"""
+        lengths, max_len = torch.tensor([3, 5, 1]), 5
+        mask = torch.from_numpy(student_left_mask(student, lengths, max_len).copy())
+        g = torch.Generator().manual_seed(64)
+        x = torch.randn(3, 2, max_len, 4, generator=g)
+        try:
+            out = reference_attention(x, x, x, mask)
+        except ValueError as err:
+            raise AssertionError(f"the mask {tuple(mask.shape)} cannot be used as an attention mask: {err}") from None
+        for b, n in enumerate(lengths.tolist()):
+            real = x[b : b + 1, :, max_len - n :]
+            alone = reference_attention(real, real, real, reference_causal_mask(n))
+            assert torch.allclose(out[b : b + 1, :, max_len - n :], alone, atol=1e-6), (
+                f"sequence {b}, with {n} real tokens after {max_len - n} padded ones, gets other outputs than "
+                "alone" + explain(left_padded_mistake(lengths, max_len, mask.numpy()))
+            )
+
