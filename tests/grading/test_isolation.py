@@ -14,7 +14,6 @@ sees it succeed: the checks here can fail.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -113,9 +112,7 @@ class Listener:
 
 @pytest.fixture
 def scene(tmp_path, monkeypatch):
-    tests = tmp_path / "hidden"
-    tests.mkdir()
-    shutil.copy(TOY, tests / TOY.name)
+    tests = TOY.parent  # the course's toy hidden tests, at their own path (pytest imports a test module once)
     teacher = tmp_path / "teacher.txt"
     teacher.write_text(TEACHER_MARK)
     teacher.chmod(0o600)
@@ -134,7 +131,8 @@ def scene(tmp_path, monkeypatch):
     }  # fmt: skip
     monkeypatch.setenv("COURSE_TEACHER_SECRET", ENV_MARK)
     yield {"tests": tests, "submissions": submissions, "out": out, "paths": paths, "package": package}
-    Path(paths["package_new"]).unlink(missing_ok=True)
+    for key in ("package_new", "tests_new"):
+        Path(paths[key]).unlink(missing_ok=True)
 
 
 def grade(scene, *extra: str) -> int:
