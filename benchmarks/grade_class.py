@@ -97,7 +97,7 @@ def main() -> int:
     print(f"{'measurement':<34} {'seconds':>8} {'target':>8}  exit")
     for name, seconds, target, code in rows:
         print(f"{name:<34} {seconds:8.1f} {target:8.0f}  {code}")
-    print(f"sandbox cost per submission: {sandbox_cost:+.1f} s (bubblewrap, cold worker and kernel)")
+    print(f"sandbox cost per submission: {sandbox_cost:+.1f} s (bubblewrap around the notebook's box)")
     full = sum(g["total"] == g["max"] for g in grades.values())
     wrong = [s for s, g in grades.items() if (kinds[s] == "solution") != (g["total"] == g["max"])]
     print(f"class: {full} full marks, {len(grades) - full} not; misgraded: {wrong or 'none'}")

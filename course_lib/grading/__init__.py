@@ -2,8 +2,11 @@
 
 * ``build``: ``course-build-exercises`` writes ``exercises/`` from ``solutions/``;
 * ``cli``: ``course-grade`` grades a class (``grade``, ``report``);
-* ``session``, ``worker``, ``protocol``, ``sandbox``, ``limits``: student code runs in a
-  separate, fenced process, and only plain data comes back;
+* ``grade``: one notebook's hidden tests and its "runs top to bottom" test (``nbrun``);
+* ``box``, ``isolation``: each notebook's processes run in a bubblewrap sandbox, forked warm
+  by the notebook's box; ``worker`` runs the student's cells and answers the tests' calls,
+  fenced (``sandbox``: an audit hook as a second line); ``session`` and ``protocol``: the
+  grader's side, which gets only plain data back;
 * ``plugin`` and ``remote``: what hidden tests use (the ``student`` fixture, markers).
 
 Hidden tests import their helpers from here::

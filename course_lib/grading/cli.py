@@ -37,7 +37,7 @@ from pathlib import Path
 from . import isolation, report
 from .grade import ExerciseGrade, Settings, StudentGrade, grade_student
 from .notebook import exercise_of
-from .session import Limits, warm_up
+from .session import Limits
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -215,7 +215,6 @@ def run(
 
         cluster.run(jobs_list, scheduler, jobs, done, failed)
     elif jobs <= 1:
-        warm_up()
         for job in jobs_list:
             try:
                 grade = _grade_one(job)
@@ -225,7 +224,7 @@ def run(
                 done(grade)
     else:
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm_up) as pool:
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             pending = {pool.submit(_grade_one, job): job for job in jobs_list}
             for future in futures.as_completed(pending):
                 try:

@@ -1,11 +1,11 @@
 """Grade one notebook against its hidden tests, and one student against every exercise.
 
-For one notebook, two things run side by side:
+For one notebook, two things run side by side, both in the notebook's box (``box.py``):
 
 * the hidden tests, with ``pytest.main`` in this (the grader's) process, calling the
   student's code in a worker process (``session.py``); the comparisons and the points
   are computed here;
-* the test "the notebook runs top to bottom" (``nbrun.py``), in its own subprocess.
+* the test "the notebook runs top to bottom" (``nbrun.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from . import nbrun
 from . import notebook as nbload
+from .box import Box
 from .errors import NotebookUnreadable
 from .plugin import Collector, Result
 from .session import Limits, WorkerSession
@@ -85,13 +85,16 @@ def grade_notebook(
     workroot: Path,
     *,
     missing: str = "no notebook was submitted for this exercise",
-    make_session: Callable[..., WorkerSession] = WorkerSession,
+    box: Box | None = None,
 ) -> ExerciseGrade:
     """Grade the notebook at ``path`` (``None``: missing) with the hidden tests in ``test_file``.
 
-    ``make_session`` is called like ``WorkerSession``; the course's own tests pass
-    ``Snapshot.session`` (``snapshot.py``) to grade many variants of one notebook quickly.
+    The notebook gets a box of its own, in its sandbox. The course's own tests may pass a
+    ``box`` that has run a trusted notebook's first cells (``Box.advance``), to grade many
+    variants of it quickly; ``settings.run_notebook`` must then be false.
     """
+    if box is not None and settings.run_notebook:
+        raise ValueError("a shared box cannot run each notebook top to bottom: use Settings(run_notebook=False)")
     title = test_file.stem.removeprefix("test_")
     folder = _folder(workroot, settings.limits, private=False)
     loaded, load_error = None, missing
@@ -100,12 +103,23 @@ def grade_notebook(
             loaded, load_error = nbload.load(path), None
         except NotebookUnreadable as err:
             load_error = str(err)
-    running = None
-    if settings.run_notebook and loaded is not None:  # runs while the hidden tests do
-        running = nbrun.start(loaded.notebook, folder / "nbval", settings.limits, settings.deny)
     workdir = _folder(folder, settings.limits, private=True)
-    session = make_session(
-        loaded.cells if loaded else [], str(workdir), settings.limits, settings.deny, load_error=load_error
+    running, own_box = None, None
+    if loaded is not None and box is None:
+        if settings.run_notebook:  # runs in the box while the hidden tests do
+            running = nbrun.prepare(loaded.notebook, folder / "nbval", settings.limits)
+        starts = running is not None and running.result is None
+        log = open(running.log_path, "wb") if starts else None
+        try:
+            own_box = box = Box(settings.limits, settings.deny, str(workdir), log=log,
+                                **(running.box_options() if starts else {}))  # fmt: skip
+        finally:
+            if log is not None:
+                log.close()
+        if starts:
+            running.begin(box)
+    session = WorkerSession(
+        loaded.cells if loaded else [], str(workdir), settings.limits, settings.deny, load_error=load_error, box=box
     )
     collector = Collector(session)
     ini = folder / "pytest.ini"
@@ -121,6 +135,8 @@ def grade_notebook(
     finally:
         session.close()
         run = [running.finish()] if running is not None else []
+        if own_box is not None:
+            own_box.close()
     results = list(collector.tests.values())
     internal = None
     if collector.errors or int(exit_code) not in (0, 1) or not results:

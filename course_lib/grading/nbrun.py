@@ -1,10 +1,11 @@
 """The test "the notebook runs top to bottom": ``pytest --nbval-lax`` under the grader's rules.
 
-The student's notebook (code cells only, nbval's skip/raises markers neutralised) runs in
-its own folder through ``pytest --nbval-lax`` in a subprocess, started through
-``limits.py`` (memory, CPU time, file size), as the unprivileged user when there is one.
-The kernel is ``kernel_launcher.py``: ipykernel with the sandbox's audit hook. Each cell
-has the per-cell time limit; the whole run has the submission's time budget.
+The student's notebook (code cells only, nbval's skip/raises markers neutralised) runs
+through ``pytest --nbval-lax``, started by the notebook's box (``box.py``) in its sandbox,
+under resource limits, as the unprivileged user when there is one. The kernel spec's
+launcher (``kernel_launcher.py``) gets the kernel from the box: forked warm and fenced
+like a worker, with the audit hook. Each cell has the per-cell time limit; the whole run
+has the submission's time budget.
 
 The outcome of each cell comes back through a pipe that only the pytest process holds
 (the kernel, which runs the student's code, does not inherit it), written by a small
@@ -18,9 +19,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from pathlib import Path
 import matplotlib
 import nbformat
 
-from . import kernel
-from .session import Limits, process_settings, start_process, stop_process
+from . import isolation
+from .session import Limits
 
 HERE = Path(__file__).resolve().parent
 KERNEL_NAME = "course-grader-sandbox"
@@ -118,50 +117,64 @@ def _own(path: Path, user: tuple[int, int] | None) -> None:
 
 @dataclass
 class Run:
-    """A ``pytest --nbval-lax`` run in progress (see ``start``)."""
+    """One notebook's run: ``prepare`` writes its files, the box starts it, ``begin`` and ``finish`` follow it."""
 
     notebook: nbformat.NotebookNode
     limits: Limits
-    process: subprocess.Popen | None = None
-    log: object = None
+    folder: Path
+    box_spec: dict = field(default_factory=dict)  # what the box needs to start pytest (``Box(pytest=...)``)
+    readonly: list[str] = field(default_factory=list)  # what the sandbox must show (``isolation.wrap``)
+    scratch: list[str] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    read_end: int = -1  # the report pipe's; its write end goes to pytest
     reader: threading.Thread | None = None
     reports: list[dict] = field(default_factory=list)
-    warm_kernel: object = None
-    socket_dir: Path | None = None
     started: float = 0.0
+    box: object = None
     result: RunResult | None = None
 
+    def box_options(self) -> dict:
+        """How the box must start pytest, and what its sandbox must show: ``Box(**run.box_options())``."""
+        return {"pytest": self.box_spec, "readonly": self.readonly, "scratch": self.scratch, "files": self.files}
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "pytest-output.txt"
+
+    def begin(self, box) -> None:
+        """The box has started pytest: read its reports from now on."""
+        self.box, self.started = box, time.monotonic()
+        os.close(self.box_spec["report_fd"])
+        self.reader = threading.Thread(target=_read_reports, args=(self.read_end, self.reports), daemon=True)
+        self.reader.start()
+
     def finish(self) -> RunResult:
-        """Wait for the run (within the notebook's time budget) and say whether every cell passed."""
+        """Wait for pytest to end (within the notebook's time budget) and say whether every cell passed.
+
+        Past the budget, the whole box is stopped: call this after the hidden tests are done.
+        """
         if self.result is not None:
             return self.result
-        timed_out = False
-        try:
-            self.process.wait(timeout=max(self.limits.budget - (time.monotonic() - self.started), 1.0))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
-        self.reader.join(5)
-        if self.warm_kernel is not None:
-            stop_process(self.warm_kernel)
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
-        self.log.seek(0)
-        text = self.log.read()[-20000:].decode("utf-8", "replace")
-        self.log.close()
+        self.reader.join(max(self.limits.budget - (time.monotonic() - self.started), 1.0))
+        timed_out = self.reader.is_alive()
+        if timed_out:
+            self.box.close()
+            self.reader.join(5)
         seconds = time.monotonic() - self.started
+        try:
+            text = self.log_path.read_bytes()[-20000:].decode("utf-8", "replace")
+        except OSError:
+            text = ""
         self.result = _verdict(self.notebook, self.reports, timed_out, self.limits, text, seconds)
         return self.result
 
 
-def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: list[str], *, warm: bool = True) -> Run:
-    """Start running ``notebook`` top to bottom in ``folder`` (created here); ``Run.finish()`` waits.
+def prepare(notebook: nbformat.NotebookNode, folder: Path, limits: Limits) -> Run:
+    """Write what ``pytest --nbval-lax`` needs into ``folder`` (created here); the box starts it.
 
-    ``warm``: fork the kernel from the grader's warm server (``kernel.py``) rather than
-    letting jupyter_client start a cold one; the result is the same, seconds sooner.
-    Everything but reading the report pipe happens in the calling thread.
+    A notebook without code cells gets its result at once (``Run.result``).
     """
-    run = Run(notebook, limits)
+    run = Run(notebook, limits, folder)
     if not notebook.cells:
         run.result = RunResult(False, "the notebook has no code cells")
         return run
@@ -182,13 +195,14 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
     (folder / "pytest.ini").write_text("[pytest]\n")
     (folder / "conftest.py").write_text(CONFTEST)
     path = work / "notebook.ipynb"
-    isolated = limits.isolation == "bwrap"
-    if isolated:  # work is an empty in-memory folder in the sandbox; the notebook is mounted into it
+    if limits.isolation == "bwrap":  # work is an empty in-memory folder there; the notebook is mounted into it
         nbformat.write(notebook, folder / "notebook.ipynb")
-        warm = False  # the kernel starts inside the sandbox, from the kernel spec
+        run.readonly, run.scratch = [str(folder)], [str(work)]
+        run.files = [(str(folder / "notebook.ipynb"), str(path)), *isolation.font_cache(str(work / ".matplotlib"))]
     else:
         nbformat.write(notebook, path)
         _own(path, limits.user)
+        _copy_font_cache(work / ".matplotlib", limits.user)
 
     env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
     env.update(
@@ -206,56 +220,20 @@ def start(notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: l
         MKL_NUM_THREADS="1",
         MALLOC_ARENA_MAX="2",
         MPLBACKEND="Agg",
-        TRITON_INTERPRET="1",  # as in the workers (worker._fence): the sandbox cannot compile for a GPU
-        COURSE_SANDBOX=json.dumps({"workdir": str(work), "deny": deny}),
     )
-    if not isolated:
-        _copy_font_cache(work / ".matplotlib", limits.user)
-    if warm:
-        # A short path: unix socket paths are limited to about 100 characters.
-        run.socket_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
-        run.socket_dir.chmod(0o711)
-        settings = {**process_settings(str(work), deny, limits), "socket": str(run.socket_dir / "kernel.sock")}
-        run.warm_kernel = start_process(kernel.main, settings)
-        env["COURSE_WARM_KERNEL"] = settings["socket"]
-    read_end, write_end = os.pipe()
+    run.read_end, write_end = os.pipe()
     env["COURSE_REPORT_FD"] = str(write_end)
     timeout = f"{limits.timeout:g}"
-    command = [
-        sys.executable, str(HERE / "limits.py"),
-        "--address-space", str((KERNEL_BASE_MB + limits.memory_mb) * 2**20),
-        "--cpu", str(int(limits.budget) + 30),
-        "--file-size", str(limits.file_size_mb * 2**20),
-        "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    argv = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
         "-c", str(folder / "pytest.ini"), "--rootdir", str(folder), "--nbval-lax",
         "--nbval-kernel-name", KERNEL_NAME, "--nbval-cell-timeout", timeout,
         "--nbval-kernel-startup-timeout", "120", "--durations=5", str(path),
     ]  # fmt: skip
-    user = {"user": limits.user[0], "group": limits.user[1], "extra_groups": []} if limits.user else {}
-    if isolated:
-        from . import isolation
-
-        files = [(str(folder / "notebook.ipynb"), str(path)), *isolation.font_cache(str(work / ".matplotlib"))]
-        command = isolation.wrap(command, readonly=[str(folder)], scratch=[str(work)], files=files,
-                                 disk_mb=limits.disk_mb, processes=limits.processes)  # fmt: skip
-        user = {}
-    run.log = open(folder / "pytest-output.txt", "w+b")  # closed by finish()
-    run.started = time.monotonic()
-    run.process = subprocess.Popen(
-        command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=run.log, stderr=subprocess.STDOUT,
-        pass_fds=(write_end,), start_new_session=True, **user,
-    )  # fmt: skip
-    os.close(write_end)
-    run.reader = threading.Thread(target=_read_reports, args=(read_end, run.reports), daemon=True)
-    run.reader.start()
+    address_space = (KERNEL_BASE_MB + limits.memory_mb) * 2**20
+    run.box_spec = {"argv": argv, "env": env, "cwd": str(work), "report_fd": write_end, "kernel_workdir": str(work),
+                    "address_space": address_space}  # fmt: skip
     return run
-
-
-def run_notebook(
-    notebook: nbformat.NotebookNode, folder: Path, limits: Limits, deny: list[str], *, warm: bool = True
-) -> RunResult:
-    """Run ``notebook`` top to bottom in ``folder`` and say whether every cell passed."""
-    return start(notebook, folder, limits, deny, warm=warm).finish()
 
 
 def _copy_font_cache(target: Path, user: tuple[int, int] | None) -> None:

@@ -8,14 +8,19 @@ maps back to the object), so a hidden test can call its methods remotely.
 The bytes are a pickle of a tree of builtins only: arrays and tensors are written as
 ``(dtype, shape, raw bytes)``. ``loads`` refuses every global but ``complex``, so bytes
 crafted by student code can build nothing but that tree, and never run code in the
-grader (plain ``pickle.loads`` would).
+grader (plain ``pickle.loads`` would). ``Channel`` carries them in frames, with a deadline
+on every read and write, so a process that stops answering cannot block the grader.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
+import select
+import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,3 +191,83 @@ def loads(data: bytes, make_handle=None) -> Any:
     except Exception as err:  # UnpicklingError, EOFError, ValueError, ... on garbage
         raise ProtocolError(f"undecodable message: {err}") from None
     return from_wire(node, make_handle)
+
+
+class Timeout(Exception):
+    """The other side did not read or answer before the deadline."""
+
+
+class Closed(Exception):
+    """The other side is gone (its end of the pipe closed), or it sent something that is not a message."""
+
+
+class Channel:
+    """Framed messages to and from a process the grader does not trust (``multiprocessing.Connection``'s format).
+
+    ``read_fd`` and ``write_fd`` (the same descriptor for a socket) are made non-blocking
+    and owned by the channel. Every ``send`` and ``receive`` ends by the deadline ``end``
+    (``time.monotonic()``) or raises ``Timeout``; a message larger than ``MAX_MESSAGE`` is
+    refused unread. ``make_handle`` and ``ref_of`` are ``loads``' and ``dumps``' hooks for handles.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, make_handle=None, ref_of=None) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.make_handle, self.ref_of = make_handle, ref_of
+        for fd in {read_fd, write_fd}:
+            os.set_blocking(fd, False)
+
+    def _read_exactly(self, n: int, end: float) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            wait = end - time.monotonic()
+            if wait <= 0 or not select.select([self.read_fd], [], [], wait)[0]:
+                raise Timeout()
+            try:
+                chunk = os.read(self.read_fd, min(n - got, 1 << 20))
+            except BlockingIOError:
+                continue
+            except OSError as err:
+                raise Closed(f"its pipe broke ({err})") from None
+            if not chunk:
+                raise Closed("")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def receive(self, end: float) -> tuple:
+        """The next message: a non-empty tuple whose first item is a string."""
+        (size,) = struct.unpack("!i", self._read_exactly(4, end))
+        if size == -1:
+            (size,) = struct.unpack("!Q", self._read_exactly(8, end))
+        if not 0 <= size <= MAX_MESSAGE:
+            raise Closed(f"it sent a message of {size} bytes, more than the grader accepts")
+        data = self._read_exactly(size, end)
+        try:
+            message = loads(data, self.make_handle)
+        except ProtocolError as err:
+            raise Closed(f"it sent something that is not a valid reply ({err})") from None
+        if type(message) is not tuple or not message or type(message[0]) is not str:
+            raise Closed("it sent something that is not a valid reply")
+        return message
+
+    def send(self, message: tuple, end: float) -> None:
+        data = dumps(message, self.ref_of)
+        header = struct.pack("!i", len(data)) if len(data) < 2**31 - 1 else struct.pack("!iQ", -1, len(data))
+        view = memoryview(header + data)
+        while view:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([], [self.write_fd], [], left)[1]:
+                raise Timeout()
+            try:
+                view = view[os.write(self.write_fd, view[: 1 << 16]) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise Closed("") from None
+
+    def close(self) -> None:
+        for fd in {self.read_fd, self.write_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -17,10 +17,9 @@ functions captured when the hook is made, and every name the hook uses is bound 
 default argument, so student code cannot patch ``os``, ``os.path`` or ``builtins`` to
 fool it, and cannot change the hook's code or defaults once it is installed.
 
-This stops what a student can do from Python. Native code that corrupts memory could
-still get around it, which is why the grader also runs the worker under resource
-limits, in its own process, and, when started as root with a world-readable Python,
-as an unprivileged user (see ``docs/teaching.md``).
+This stops what a student can do from Python, and nothing more: native code gets around
+it. It is the second line. The first is the operating system's: each notebook's box runs
+under bubblewrap (``isolation.py``), with resource limits and a user of its own.
 """
 
 from __future__ import annotations
@@ -303,11 +302,3 @@ def install(workdir: str, deny: list[str] | tuple[str, ...], import_roots: list[
         _protected=(_hook, _check_read, _check_write, _resolve, _under),
     )
     sys.addaudithook(_hook)
-
-
-def install_from_env(variable: str = "COURSE_SANDBOX") -> None:
-    """``install`` with the JSON settings in an environment variable (used by the nbval kernel)."""
-    import json
-
-    settings = json.loads(os.environ.pop(variable))
-    install(settings["workdir"], settings["deny"], settings.get("import_roots", ()))

@@ -1,13 +1,14 @@
-"""The worker: a separate process that runs one student's notebook and answers calls.
+"""The worker: a process that runs one student's notebook and answers the hidden tests' calls.
 
-The grader (``session.py``) forks it from a warm server (numpy, torch and IPython
-already imported) and talks to it through two pipes. ``main`` first fences the process:
-its own session and process group, standard streams to a file in its working folder,
-a clean environment, resource limits, an unprivileged user when the grader runs as
-root, and the audit hook of ``sandbox.py``. Then it runs the notebook's code cells with
-IPython's ``InteractiveShell`` (magics work; no kernel needed), reporting each cell's
-start and end, and finally serves requests: look up a name, call a function, get an
-attribute... Results that are plain data go back by value, anything else as a handle.
+The box (``box.py``) forks it, warm, in the notebook's sandbox, and hands it two pipes to
+the grader (``session.py``). ``fence`` first closes it in: its own session and process
+group, standard streams to a file in its working folder, a clean environment, resource
+limits, an unprivileged user when the grader runs as root without bubblewrap, and the
+audit hook of ``sandbox.py`` as a second line behind the sandbox. Then it runs the
+notebook's code cells with IPython's ``InteractiveShell`` (magics work; no kernel
+needed), reporting each cell's start and end, and finally serves requests: look up a
+name, call a function, get an attribute... Results that are plain data go back by value,
+anything else as a handle.
 
 A cell that raises does not stop the run: later cells still run, as in nbgrader, so a
 broken task costs only its own points. Nothing of the hidden tests ever reaches this
@@ -20,11 +21,18 @@ import functools
 import importlib
 import linecache
 import os
+import re
+import signal
 import sys
 import traceback
 from typing import Any
 
-from . import limits, protocol, sandbox
+from . import protocol
+
+try:
+    import resource
+except ImportError:  # not Linux: no limits (the grader refuses to run there)
+    resource = None
 
 OUTPUT_LIMIT = 20_000  # characters of a cell's printed output kept for the feedback
 SUBSTITUTABLE = ("course_lib.", "numpy.", "torch.", "math.")
@@ -234,8 +242,45 @@ class Worker:
 _MISSING = object()
 
 
+def current_address_space() -> int:
+    """Bytes of address space this process maps now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            return int(re.search(r"^VmSize:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
+def _set(which: int, value: int) -> None:
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    try:
+        resource.setrlimit(which, (value, value))
+    except (ValueError, OSError):  # best effort
+        pass
+
+
+def set_limits(*, address_space: int | None, cpu: int | None, file_size: int | None, open_files: int = 256) -> None:
+    """Cap memory (address space, bytes), CPU time (s) and file size (bytes); no core dumps.
+
+    Soft and hard limits are set equal, so an unprivileged process cannot raise them again.
+    """
+    if resource is None:
+        return
+    if address_space:
+        _set(resource.RLIMIT_AS, address_space)
+    if cpu:
+        _set(resource.RLIMIT_CPU, cpu)
+    if file_size:
+        _set(resource.RLIMIT_FSIZE, file_size)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG, not a kill
+    _set(resource.RLIMIT_CORE, 0)
+    _set(resource.RLIMIT_NOFILE, open_files)
+
+
 def _close_fds(keep: set[int]) -> None:
-    """Close every inherited descriptor but stdio and ``keep`` (the forkserver's included)."""
+    """Close every inherited descriptor but stdio and ``keep`` (the box's included)."""
     try:
         fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:
@@ -253,10 +298,9 @@ def _under(path: str, root: str) -> bool:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent (the forkserver) dies."""
+    """Ask Linux to kill this process when its parent (the box) dies."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -264,14 +308,10 @@ def _die_with_parent() -> None:
             pass
 
 
-def _fence(settings: dict, keep_fds: set[int], *, set_limits: bool = True) -> None:
-    """Everything that must happen before the first line of student code.
-
-    ``set_limits=False`` is for a process forked from a fenced one (``snapshot.py``): it
-    inherits the limits, which were set before its parent ran any cell.
-    """
+def fence(settings: dict, keep_fds: set[int]) -> None:
+    """Everything that must happen in a forked worker or kernel before the first line of student code."""
     workdir = settings["workdir"]
-    os.setsid()  # own process group: the grader kills the whole group
+    os.setsid()  # own process group: the box kills the whole group
     _close_fds(keep_fds)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -296,16 +336,14 @@ def _fence(settings: dict, keep_fds: set[int], *, set_limits: bool = True) -> No
     os.chdir(workdir)
     deny = [os.path.realpath(p) for p in settings["deny"]]
     sys.path[:] = [p for p in sys.path if not any(_under(os.path.realpath(p or "."), d) for d in deny)]
-    if not set_limits:
-        return
-    limits.apply(
-        address_space=limits.current_address_space() + settings["memory_mb"] * 2**20,
+    set_limits(
+        address_space=current_address_space() + settings["memory_mb"] * 2**20,
         cpu=int(settings["cpu_seconds"]),
         file_size=settings["file_size_mb"] * 2**20,
     )
 
 
-def _drop_privileges(settings: dict) -> None:
+def drop_privileges(settings: dict) -> None:
     """Become the unprivileged user, for good (the grader asks for one only when it runs as root)."""
     if settings.get("uid") is not None:
         os.setgroups([])
@@ -313,7 +351,7 @@ def _drop_privileges(settings: dict) -> None:
         os.setuid(settings["uid"])
 
 
-def _make_shell():
+def make_shell():
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -332,27 +370,3 @@ def _make_shell():
     shell = Shell.instance(config=config)
     shell.user_ns["__name__"] = "__main__"
     return shell
-
-
-def main(requests, replies, settings: dict) -> None:
-    """The worker process's entry point (run by multiprocessing in the forked child)."""
-    code = 0
-    try:
-        _fence(settings, {requests.fileno(), replies.fileno()})
-        shell = _make_shell()
-        _drop_privileges(settings)
-        sandbox.install(settings["workdir"], settings["deny"])
-        Worker(shell, requests, replies).serve()
-    except BaseException:  # a failure of the fence itself: say so on the worker's stderr
-        traceback.print_exc()
-        code = 70
-    finally:
-        os._exit(code)
-
-
-if __name__ == "__main__":  # in a sandbox (session.py): python -m course_lib.grading.worker REQUESTS REPLIES SETTINGS
-    import json
-    from multiprocessing.connection import Connection
-
-    main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
-         json.loads(sys.argv[3]))  # fmt: skip

@@ -11,11 +11,11 @@ the self-check lets through is caught here too.
 
 Each mutant is graded by ``grade_notebook`` itself: its notebook file is read by the
 grader, the hidden-test file runs in ``pytest.main`` with the grader's plugin, and the
-``student`` proxy talks to a fenced, sandboxed worker process. Only how that worker
-starts differs, to save the seconds of running every notebook from the top: a
-``Snapshot`` (``course_lib/grading/snapshot.py``) runs the solution's code cells once and
-forks each mutant's worker at the mutant's first changed cell, in the state a fresh
-worker would have reached there; the worker then runs the mutant's remaining cells.
+``student`` proxy talks to a fenced worker process forked by a box. Only which box differs,
+to save the seconds of running every notebook from the top: one box per exercise
+(``course_lib/grading/box.py``) runs the solution's code cells once and forks each
+mutant's worker at the mutant's first changed cell, in the state a fresh worker would have
+reached there; the worker then runs the mutant's remaining cells.
 One control per exercise (the solution with a comment added to its last task, so forked
 after the most cells) must get full marks through the same path, and so must fail the
 mutant check: the check can fail.
@@ -34,10 +34,10 @@ import nbformat
 import pytest
 
 from course_lib.grading import notebook as nbload
+from course_lib.grading.box import Box, first_difference
 from course_lib.grading.build import BEGIN_SOLUTION, END_SOLUTION
 from course_lib.grading.grade import ExerciseGrade, Settings, grade_notebook
 from course_lib.grading.plugin import deny_paths
-from course_lib.grading.snapshot import Snapshot, first_difference
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_TESTS = ROOT / "tests" / "exercises"
@@ -106,7 +106,7 @@ CONTROLS = {f"{number}: {CONTROL}": control_of(number) for number in NUMBERS}
 
 
 def grade_exercise(job: tuple) -> dict[str, ExerciseGrade | str]:
-    """Grade the entries ``keys`` of one exercise, each worker forked from one snapshot.
+    """Grade the entries ``keys`` of one exercise, each worker forked from one box of the solution's cells.
 
     Returns each key's grade, or the traceback that stopped this exercise's grading.
     """
@@ -123,16 +123,17 @@ def grade_exercise(job: tuple) -> dict[str, ExerciseGrade | str]:
         mutate(solution, task, code, work / solution.name)
         variants.append((first_difference(cells, nbload.load(work / solution.name).cells), key, work))
     graded: dict[str, ExerciseGrade | str] = {}
-    snapshot = Snapshot(cells, tempfile.mkdtemp(dir=folder), settings.limits, settings.deny)
+    box = Box(settings.limits, settings.deny, tempfile.mkdtemp(dir=folder))
     try:
-        for _, key, work in sorted(variants):  # the snapshot only moves forward
+        box.advance(cells, 0)
+        for _, key, work in sorted(variants):  # the box only moves forward
             notebook = work / solution.name
-            graded[key] = grade_notebook(notebook, test_file, settings, work, make_session=snapshot.session)
+            graded[key] = grade_notebook(notebook, test_file, settings, work, box=box)
     except Exception:
         error = traceback.format_exc()
         graded.update({key: error for key in keys if key not in graded})
     finally:
-        snapshot.close()
+        box.close()
     return graded
 
 
@@ -169,8 +170,8 @@ def problems(result: ExerciseGrade | str, task: str, caught_by: list[str], told:
         return [f"grading stopped:\n{result}"]
     if result.status not in ("graded", "timeout") or result.internal_error is not None:
         return [f"grading failed ({result.status}): {result.internal_error}\n{result.log}"]
-    if "SnapshotError" in result.log:
-        return [f"the snapshot failed during grading:\n{result.log}"]
+    if "BoxError" in result.log:
+        return [f"the box of the solution's cells failed during grading:\n{result.log}"]
     found = []
     failed = {r.nodeid.split("::")[-1].split("[")[0]: r for r in result.results if r.outcome != "passed"}
     if not failed:
@@ -204,7 +205,7 @@ def test_each_mutant_loses_points_where_it_should(graded, key):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(CONTROLS))
 def test_the_control_keeps_full_marks_and_fails_the_mutant_check(graded, key):
-    """Graded through the same snapshot, the unchanged solution gets every point: a mutant that changes
+    """Graded through the same box, the unchanged solution gets every point: a mutant that changes
     nothing would fail ``test_each_mutant_loses_points_where_it_should``."""
     task = CONTROLS[key][1]
     result = graded[key]

@@ -5,8 +5,8 @@ kernel from its source, which it finds through ``inspect`` (the worker registers
 lines with ``linecache``). The worker must run it whatever the grader's environment says:
 compiling for a GPU needs subprocesses and compiled modules that the sandbox refuses, so the
 worker always sets ``TRITON_INTERPRET=1``. The test runs the grader in a fresh process whose
-environment says ``TRITON_INTERPRET=0``, so that neither this process nor an already running
-warm server can hide a worker that does not set it.
+environment says ``TRITON_INTERPRET=0``, so that nothing of this process can hide a worker that
+does not set it.
 """
 
 import os
