@@ -41,8 +41,12 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from . import isolation, protocol, sandbox, worker
+
+if TYPE_CHECKING:
+    from .session import Limits
 
 # Imported by the box before it forks anything, so that every child starts warm.
 PRELOAD = ["numpy", "torch", "matplotlib.pyplot", "IPython.core.interactiveshell", "course_lib", "course_lib.checks",
@@ -55,6 +59,10 @@ KERNEL_REQUEST_SECONDS = 10.0
 
 class BoxError(RuntimeError):
     """The box failed or stopped answering: the grader's problem (or a trusted notebook's), not a student's."""
+
+
+class Threaded(BoxError):
+    """The trusted cells started a thread (a profiler's, say): the box can fork no more."""
 
 
 def first_difference(cells: list[str], other: list[str]) -> int:
@@ -193,7 +201,7 @@ class _Box:
         if len(fds) != 2 or _threads() != 1:  # a lock held by another thread would stay locked in the child
             for fd in fds:
                 os.close(fd)
-            return self.reply("refused", f"{len(fds)} descriptors, {_threads()} threads")
+            return self.reply("threads", _threads()) if len(fds) == 2 else self.reply("error", "no descriptors")
         pid = os.fork()
         if pid == 0:
             self._become_worker(workdir, deny, *fds)
@@ -303,10 +311,13 @@ class Box:
     report descriptor is passed in. ``log``: a file for the box's and pytest's output.
     """
 
-    def __init__(self, limits, deny: list[str], workdir: str, *, scratch: list[str] = (), readonly: list[str] = (),
-                 files: list[tuple[str, str]] = (), pytest: dict | None = None, log=None) -> None:  # fmt: skip
-        self.limits = limits
+    def __init__(self, limits: Limits, deny: list[str], workdir: str, *, scratch: list[str] = (),
+                 readonly: list[str] = (), files: list[tuple[str, str]] = (), pytest: dict | None = None,
+                 log=None) -> None:  # fmt: skip
+        self.limits, self.deny, self.workdir = limits, list(deny), workdir
         self.started = False
+        self.threaded = False  # set once the trusted cells have started a thread (``fresh``)
+        self._fresh: Box | None = None
         uid, gid = limits.user or (None, None)
         settings = {
             "workdir": workdir, "deny": list(deny), "memory_mb": limits.memory_mb, "file_size_mb": limits.file_size_mb,
@@ -334,7 +345,7 @@ class Box:
         self.cells: list[str] = []  # the trusted cells this box runs before it forks (``advance``)
         self.position = 0
 
-    def _ask(self, message: tuple, seconds: float, fds: list[int] = ()) -> tuple:
+    def _ask(self, message: tuple, seconds: float, fds: tuple[int, ...] = ()) -> tuple:
         wait = seconds if self.started else max(seconds, STARTUP_SECONDS)
         end = time.monotonic() + wait
         try:
@@ -357,6 +368,9 @@ class Box:
     def fork(self, workdir: str, deny: list[str], fds: tuple[int, int]) -> int:
         """A worker forked after the trusted cells so far, working in ``workdir``, talking through ``fds``."""
         reply = self._ask(("fork", workdir, list(deny)), self.limits.timeout, fds)
+        if reply[0] == "threads":
+            self.threaded = True
+            raise Threaded(f"the box runs {reply[1]} threads")
         if reply[0] != "forked" or type(reply[1]) is not int:
             raise BoxError(f"the box could not fork a worker: {reply[1:]}")
         return reply[1]
@@ -391,8 +405,16 @@ class Box:
                 raise BoxError(f"the box stopped while running the trusted cells ({type(err).__name__})") from None
         self.position = stop
 
+    def fresh(self) -> Box:
+        """A box without trusted cells, started once: it forks the workers that this one no longer can."""
+        if self._fresh is None:
+            self._fresh = Box(self.limits, self.deny, self.workdir)
+        return self._fresh
+
     def close(self) -> None:
         """Kill the box and everything in it (bubblewrap's pid namespace dies with its first process)."""
+        if self._fresh is not None:
+            self._fresh.close()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -6,8 +6,12 @@
 Each task carries what it needs as bytes (the student's notebooks and the hidden tests), so
 a worker needs only the course installed and bubblewrap, not the teacher's files. The worker
 writes them to a private temporary folder, grades the student with the same sandbox as
-``--jobs``, and returns the ``StudentGrade``; only this process writes ``--out``. A worker
-that dies mid-grading costs that submission a retry on another worker, not the class.
+``--jobs``, and returns the ``StudentGrade``; only this process writes ``--out``.
+
+A worker that dies mid-grading costs its students a retry on another worker, not the
+class: the scheduler sends a lost worker's tasks elsewhere, up to its
+``distributed.scheduler.allowed-failures`` times (3 by default; ``tests/grading/test_cluster.py``
+kills a worker to check). ``RETRIES`` is for a task that raises instead.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from .grade import StudentGrade, grade_student
 
-RETRIES = 2
+RETRIES = 2  # a task that raised (the grader failed there) runs again, on any worker
 _tests_written: dict[str, Path] = {}  # in a worker: the hidden tests' folder, by their content
 
 
@@ -75,12 +79,14 @@ def run(jobs_list: list[tuple], scheduler: str, workers: int, done: Callable, fa
                 future = client.submit(grade_packed, pack(job), retries=RETRIES, pure=False, key=f"grade-{job[0]}")
                 pending[future] = job
             for future in as_completed(pending):
+                job = pending.pop(future)
                 try:
                     grade = future.result()
                 except Exception as err:  # every retry failed: the grader's failure, not the student's
-                    failed(pending[future], err)
+                    failed(job, err)
                 else:
                     done(grade)
+                future.release()  # a result already here is not graded again if its worker dies later
     finally:
         if cluster is not None:
             cluster.close()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
-from .box import STARTUP_SECONDS, Box, BoxError, first_difference
+from .box import STARTUP_SECONDS, Box, BoxError, Threaded, first_difference
 from .errors import (
     BudgetExceeded,
     CallTimeout,
@@ -169,21 +169,26 @@ class WorkerSession:
         """A fresh worker, forked by the box: after the box's trusted cells, or from the first cell."""
         if self.box is None:
             self.box = Box(self.limits, self.deny, self.workdir)
-        if self.box.cells:  # a box of trusted cells: fork where this notebook starts to differ
-            self.start = first_difference(self.box.cells, self.cells)
-            self.box.advance(self.box.cells, self.start)
+        box, self.start = self.box, 0
+        if box.cells and box.threaded:  # it can fork no more: a box without its cells forks from the first cell
+            box = box.fresh()
+        elif box.cells:  # a box of trusted cells: fork where this notebook starts to differ
+            self.start = first_difference(box.cells, self.cells)
+            box.advance(box.cells, self.start)
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         try:
-            pid = self.box.fork(self.workdir, self.deny, (requests_r, replies_w))
+            pid = box.fork(self.workdir, self.deny, (requests_r, replies_w))
         except BoxError as err:
             for fd in (requests_w, replies_r):
                 os.close(fd)
+            if isinstance(err, Threaded):
+                return self._spawn()
             raise _Died(str(err)) from None
         finally:
             os.close(requests_r)
             os.close(replies_w)
-        self.process = _Forked(self.box, pid)
+        self.process = _Forked(box, pid)
         self.channel = protocol.Channel(replies_r, requests_w, self._make_remote, _ref_of)
 
     def _reap(self) -> str:

@@ -47,6 +47,18 @@ def test_a_worker_starts_after_the_trusted_cells_it_shares(box, tmp_path):
         box.advance(TRUSTED, 1)
 
 
+def test_once_the_trusted_cells_start_a_thread_workers_start_from_the_first_cell(box, tmp_path):
+    cells = ["import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+             "def answer():\n    return 42"]  # fmt: skip
+    box.advance(cells, 0)
+    session = session_for(box, [cells[0], "def answer():\n    return 41"], tmp_path / "w1")
+    try:
+        assert Student(session).answer() == 41
+        assert box.threaded and session.start == 0 and set(session.reports) == {0, 1}
+    finally:
+        session.close()
+
+
 def test_a_trusted_cell_that_fails_stops_the_box_with_its_error(box):
     with pytest.raises(BoxError, match=r"code cell 2 failed: ZeroDivisionError"):
         box.advance(["x = 1", "1 / 0", "y = 2"], 3)
