@@ -34,6 +34,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,10 @@ KERNEL_REQUEST_SECONDS = 10.0
 
 class BoxError(RuntimeError):
     """The box failed or stopped answering: the grader's problem (or a trusted notebook's), not a student's."""
+
+
+class BoxTimeout(BoxError):
+    """The box did not answer in time: it may be stopped, or the time budget ran out while it worked."""
 
 
 class Threaded(BoxError):
@@ -110,7 +115,9 @@ class _Box:
         self.shell = None  # made by the first trusted cells, inherited by the workers forked after them
         self.position = 0  # trusted cells[:position] have run here
         self.exited: dict[int, int] = {}  # pid -> exit code (minus the signal), of reaped children
+        self.children: set[int] = set()  # each leads its own process group, but pytest
         self.listener = None
+        self.pytest = None
 
     def reply(self, *message) -> None:
         self.conn.send_bytes(protocol.dumps(message))
@@ -131,27 +138,44 @@ class _Box:
         limits = {"address_space": spec["address_space"], "cpu": int(self.settings["cpu_seconds"]),
                   "file_size": self.settings["file_size_mb"] * 2**20}  # fmt: skip
         report = spec["report_fd"]
-        subprocess.Popen(
+        self.pytest = subprocess.Popen(
             spec["argv"], cwd=spec["cwd"], env={**spec["env"], "COURSE_KERNEL_SOCKET": path},
             stdin=subprocess.DEVNULL, pass_fds=(report,), preexec_fn=lambda: worker.set_limits(**limits), **as_user,
         )  # fmt: skip
         os.close(report)  # only pytest holds the report pipe now
+        self.children.add(self.pytest.pid)
+
+    def _from_pytest(self, conn: socket.socket) -> bool:
+        """Whether the peer is a child of pytest (jupyter_client's launcher), not a student's process."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid = struct.unpack("3i", creds)[0]
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        return self.pytest is not None and parent == self.pytest.pid
 
     def kernel(self) -> None:
-        """Fork the kernel for the launcher that connected; then stop listening: one kernel per notebook."""
+        """Fork the kernel for pytest's launcher; then stop listening: one kernel per notebook."""
         conn, _ = self.listener.accept()
+        if not self._from_pytest(conn):
+            conn.close()
+            return
         self.listener.close()
         self.listener = None
         conn.settimeout(KERNEL_REQUEST_SECONDS)
         try:
-            request = json.loads(conn.makefile("r").readline())
+            request = json.loads(conn.makefile("r").readline(4096))
             connection_file = str(request["connection_file"])
+            pid = os.fork()
         except (OSError, ValueError, KeyError, TypeError):
             conn.close()
             return
-        pid = os.fork()
         if pid == 0:
             self._become_kernel(conn, connection_file)
+        self.exited.pop(pid, None)
+        self.children.add(pid)
         try:
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         except OSError:
@@ -166,7 +190,6 @@ class _Box:
             worker.fence(dict(self.settings, workdir=workdir), {conn.fileno()})
             os.environ.pop("MPLBACKEND", None)  # ipykernel then makes the inline backend the default
             threading.Thread(target=_watch, args=(conn,), daemon=True).start()
-            worker.drop_privileges(self.settings)
             from ipykernel.kernelapp import IPKernelApp
 
             sys.argv = ["ipykernel", "-f", connection_file]
@@ -202,12 +225,19 @@ class _Box:
             for fd in fds:
                 os.close(fd)
             return self.reply("threads", _threads()) if len(fds) == 2 else self.reply("error", "no descriptors")
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:  # the sandbox's process cap
+            pid = None
+            self.reply("error", f"fork failed: {err}")
         if pid == 0:
             self._become_worker(workdir, deny, *fds)
         for fd in fds:
             os.close(fd)
-        self.reply("forked", pid)
+        if pid is not None:
+            self.exited.pop(pid, None)
+            self.children.add(pid)
+            self.reply("forked", pid)
 
     def _become_worker(self, workdir: str, deny: list[str], requests_fd: int, replies_fd: int) -> None:
         code = 0
@@ -218,7 +248,6 @@ class _Box:
             settings = dict(self.settings, workdir=workdir, deny=deny)
             worker.fence(settings, {requests_fd, replies_fd})
             shell = self.shell or worker.make_shell()
-            worker.drop_privileges(settings)
             sandbox.install(workdir, deny)
             requests = Connection(requests_fd, writable=False)
             replies = Connection(replies_fd, readable=False)
@@ -269,7 +298,13 @@ class _Box:
                 continue
             try:
                 op, *args = protocol.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the grader is done with this notebook: so is everything in the box
+                for pid in self.children - set(self.exited):
+                    for send in (os.killpg, os.kill):
+                        try:
+                            send(pid, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            pass
                 return
             handler = {"run": self.run, "fork": self.fork, "wait": self.wait, "kill": self.kill}.get(op)
             if handler is None:
@@ -317,6 +352,7 @@ class Box:
         self.limits, self.deny, self.workdir = limits, list(deny), workdir
         self.started = False
         self.threaded = False  # set once the trusted cells have started a thread (``fresh``)
+        self.failed: str | None = None  # why the box can no longer be used (it stopped answering, or died)
         self._fresh: Box | None = None
         uid, gid = limits.user or (None, None)
         settings = {
@@ -337,7 +373,7 @@ class Box:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         fds = (theirs.fileno(), *([pytest["report_fd"]] if pytest else []))
         output = subprocess.DEVNULL if log is None else log
-        self.process = subprocess.Popen(command, env=env, pass_fds=fds, start_new_session=True,
+        self.process = subprocess.Popen(command, cwd="/", env=env, pass_fds=fds, start_new_session=True,
                                         stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
         theirs.close()
         self.socket = ours
@@ -345,9 +381,15 @@ class Box:
         self.cells: list[str] = []  # the trusted cells this box runs before it forks (``advance``)
         self.position = 0
 
-    def _ask(self, message: tuple, seconds: float, fds: tuple[int, ...] = ()) -> tuple:
+    def _ask(self, message: tuple, seconds: float, fds: tuple[int, ...] = (), deadline: float | None = None) -> tuple:
+        """Send ``message`` and return the reply, within ``seconds`` and by ``deadline`` (a budget's end).
+
+        A box that did not answer in time is out of step with this side, so it is not asked again.
+        """
+        if self.failed is not None:
+            raise BoxError(self.failed)
         wait = seconds if self.started else max(seconds, STARTUP_SECONDS)
-        end = time.monotonic() + wait
+        end = time.monotonic() + wait if deadline is None else min(time.monotonic() + wait, deadline)
         try:
             self.channel.send(message, end)
             if fds:
@@ -357,17 +399,19 @@ class Box:
                 self.socket.setblocking(False)
             reply = self.channel.receive(end)
         except (protocol.Timeout, TimeoutError):
-            raise BoxError(f"the sandbox's box did not answer within {wait:g} s") from None
+            self.failed = f"the sandbox's box did not answer within {wait:g} s"
+            raise BoxTimeout(self.failed) from None
         except (protocol.Closed, OSError) as err:
-            raise BoxError(f"the sandbox's box is gone ({err or self.process.poll()})") from None
+            self.failed = f"the sandbox's box is gone ({err or f'exit code {self.process.poll()}'})"
+            raise BoxError(self.failed) from None
         self.started = True
         if reply[0] == "error":
             raise BoxError(reply[1])
         return reply
 
-    def fork(self, workdir: str, deny: list[str], fds: tuple[int, int]) -> int:
+    def fork(self, workdir: str, deny: list[str], fds: tuple[int, int], deadline: float | None = None) -> int:
         """A worker forked after the trusted cells so far, working in ``workdir``, talking through ``fds``."""
-        reply = self._ask(("fork", workdir, list(deny)), self.limits.timeout, fds)
+        reply = self._ask(("fork", workdir, list(deny)), self.limits.timeout, fds, deadline)
         if reply[0] == "threads":
             self.threaded = True
             raise Threaded(f"the box runs {reply[1]} threads")
@@ -375,12 +419,12 @@ class Box:
             raise BoxError(f"the box could not fork a worker: {reply[1:]}")
         return reply[1]
 
-    def wait(self, pid: int, seconds: float) -> int | None:
-        reply = self._ask(("wait", pid, seconds), seconds + self.limits.timeout)
+    def wait(self, pid: int, seconds: float, deadline: float | None = None) -> int | None:
+        reply = self._ask(("wait", pid, seconds), seconds + self.limits.timeout, deadline=deadline)
         return reply[1] if type(reply[1]) is int else None
 
-    def kill(self, pid: int) -> None:
-        self._ask(("kill", pid), self.limits.timeout)
+    def kill(self, pid: int, deadline: float | None = None) -> None:
+        self._ask(("kill", pid), self.limits.timeout, deadline=deadline)
 
     def advance(self, cells: list[str], stop: int) -> None:
         """Run the trusted ``cells`` up to ``stop`` (excluded) in the box; every one of them must succeed.
@@ -415,12 +459,15 @@ class Box:
         """Kill the box and everything in it (bubblewrap's pid namespace dies with its first process)."""
         if self._fresh is not None:
             self._fresh.close()
+        if self.process.returncode is not None:  # closed already: its pid may be another's by now
+            return
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.process.kill()
         self.process.wait()
+        self.failed = self.failed or "the box was closed"
         self.socket.close()  # the channel's descriptor
 
 

@@ -134,6 +134,7 @@ def grade_notebook(
             exit_code = pytest.main(args, plugins=[collector])
     finally:
         session.close()
+        lost = own_box.failed if own_box is not None else None  # before the box is closed on purpose
         run = [running.finish()] if running is not None else []
         if own_box is not None:
             own_box.close()
@@ -151,11 +152,14 @@ def grade_notebook(
             result.outcome, result.message = "failed", result.message or "this test did not run"
     notes = list(loaded.notes) if loaded else []
     notes += session.cell_problems()
+    if lost and not session.exhausted:
+        notes.append(f"the sandbox of this notebook stopped answering or died ({lost}); later tests did not run")
     timed_out = session.timeouts > 0 or session.exhausted or (bool(run) and run[0].timed_out)
     if path is None:
         status = "missing"
     else:
-        status = "error" if (load_error or internal) else "timeout" if timed_out else "graded"
+        lost = lost and not session.exhausted
+        status = "error" if (load_error or internal or lost) else "timeout" if timed_out else "graded"
     log = output.getvalue()[-20000:]
     log += "".join(f"\n--- {r.nodeid}\n{r.detail}" for r in results if r.detail)
     if run:

@@ -66,7 +66,7 @@ def wrap(
     scratch: list[str] = (),
     files: list[tuple[str, str]] = (),
     disk_mb: int = 256,
-    processes: int = 64,
+    processes: int = 96,
 ) -> list[str]:
     """``command`` run under bubblewrap.
 

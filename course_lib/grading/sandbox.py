@@ -18,8 +18,9 @@ default argument, so student code cannot patch ``os``, ``os.path`` or ``builtins
 fool it, and cannot change the hook's code or defaults once it is installed.
 
 This stops what a student can do from Python, and nothing more: native code gets around
-it. It is the second line. The first is the operating system's: each notebook's box runs
-under bubblewrap (``isolation.py``), with resource limits and a user of its own.
+it. It is the second line. The first is the operating system's: each notebook's processes
+run under bubblewrap (``isolation.py``), as a user of their own, and every process that runs
+student code under resource limits.
 """
 
 from __future__ import annotations

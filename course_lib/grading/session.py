@@ -61,7 +61,7 @@ class Limits:
     user: tuple[int, int] | None = None  # (uid, gid) to run as, when the grader runs as root
     isolation: str = "none"  # "bwrap": each notebook's box in a bubblewrap sandbox (isolation.py); "none": fenced only
     disk_mb: int = 256  # what the student's code may write in all, with isolation (an in-memory work folder)
-    processes: int = 64  # processes and threads the sandbox's user may run, with isolation
+    processes: int = 96  # processes and threads of one notebook's sandbox (box, pytest, kernel, worker)
 
 
 class _Timeout(Exception):
@@ -178,17 +178,19 @@ class WorkerSession:
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         try:
-            pid = box.fork(self.workdir, self.deny, (requests_r, replies_w))
+            pid = box.fork(self.workdir, self.deny, (requests_r, replies_w), self.deadline)
         except BoxError as err:
             for fd in (requests_w, replies_r):
                 os.close(fd)
             if isinstance(err, Threaded):
                 return self._spawn()
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise _Timeout(True) from None
             raise _Died(str(err)) from None
         finally:
             os.close(requests_r)
             os.close(replies_w)
-        self.process = _Forked(box, pid)
+        self.process = _Forked(box, pid, self)
         self.channel = protocol.Channel(replies_r, requests_w, self._make_remote, _ref_of)
 
     def _reap(self) -> str:
@@ -357,21 +359,24 @@ def _ref_of(obj: Any) -> protocol.HandleRef:
 
 
 class _Forked:
-    """A worker forked by the box, as ``WorkerSession`` uses it: its pid is the box's to kill and reap."""
+    """A worker forked by the box, as ``WorkerSession`` uses it: its pid is the box's to kill and reap.
 
-    def __init__(self, box: Box, pid: int) -> None:
-        self.box, self.pid, self.exitcode = box, pid, None
+    The box is asked within the session's budget; once it has failed to answer, it is not asked again.
+    """
+
+    def __init__(self, box: Box, pid: int, session: WorkerSession) -> None:
+        self.box, self.pid, self.session, self.exitcode = box, pid, session, None
 
     def kill(self) -> None:
         if self.exitcode is None:
             try:
-                self.box.kill(self.pid)
-            except BoxError:  # the box is gone, and its workers with it (they die with their parent)
+                self.box.kill(self.pid, self.session.deadline)
+            except BoxError:  # the box is gone or stopped: its workers die with it when it is closed
                 pass
 
     def join(self, timeout: float | None = None) -> None:
         if self.exitcode is None:
             try:
-                self.exitcode = self.box.wait(self.pid, 5.0 if timeout is None else timeout)
+                self.exitcode = self.box.wait(self.pid, 5.0 if timeout is None else timeout, self.session.deadline)
             except BoxError:
                 pass

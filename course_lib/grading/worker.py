@@ -309,14 +309,24 @@ def _die_with_parent() -> None:
 
 
 def fence(settings: dict, keep_fds: set[int]) -> None:
-    """Everything that must happen in a forked worker or kernel before the first line of student code."""
+    """Everything that must happen in a forked worker or kernel before the first line of student code.
+
+    The user is switched first (when the grader runs as root without bubblewrap), so that no
+    file in the student-writable work folder is opened as root, and before the parent-death
+    signal, which a change of user clears.
+    """
     workdir = settings["workdir"]
     os.setsid()  # own process group: the box kills the whole group
     _close_fds(keep_fds)
+    if settings.get("uid") is not None:
+        os.setgroups([])
+        os.setgid(settings["gid"])
+        os.setuid(settings["uid"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    # Output written straight to the descriptors (C code, os.write) lands in a file.
-    log = os.open(os.path.join(workdir, ".worker-output"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # Output written straight to the descriptors (C code, os.write) lands in a file, never through a link.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    log = os.open(os.path.join(workdir, ".worker-output"), flags, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(devnull)
@@ -341,14 +351,6 @@ def fence(settings: dict, keep_fds: set[int]) -> None:
         cpu=int(settings["cpu_seconds"]),
         file_size=settings["file_size_mb"] * 2**20,
     )
-
-
-def drop_privileges(settings: dict) -> None:
-    """Become the unprivileged user, for good (the grader asks for one only when it runs as root)."""
-    if settings.get("uid") is not None:
-        os.setgroups([])
-        os.setgid(settings["gid"])
-        os.setuid(settings["uid"])
 
 
 def make_shell():

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from course_lib.grading import WorkerCrashed
+from course_lib.grading import WorkerCrashed, defined
 from course_lib.grading.box import Box, BoxError
 from course_lib.grading.remote import Student
 from course_lib.grading.session import Limits, WorkerSession
@@ -64,9 +64,16 @@ def test_a_trusted_cell_that_fails_stops_the_box_with_its_error(box):
         box.advance(["x = 1", "1 / 0", "y = 2"], 3)
 
 
-def test_a_box_that_dies_fails_the_request_and_the_next_one_cleanly(tmp_path):
-    (tmp_path / "w").mkdir()
-    session = WorkerSession(["def add(a, b):\n    return a + b"], str(tmp_path / "w"), LIMITS, [])
+NOBODY = (65534, 65534)
+
+
+@pytest.mark.parametrize("user", [None, NOBODY], ids=["same user", "nobody"])
+def test_a_box_that_dies_fails_the_request_and_the_next_one_cleanly(request, tmp_path, user):
+    """The worker dies with its box, also as another user (a change of user clears the parent-death signal)."""
+    work = request.getfixturevalue("nobodys_workdir") if user else tmp_path / "w"
+    work.mkdir(exist_ok=True)
+    limits = Limits(timeout=10, budget=120, user=user)
+    session = WorkerSession(["def add(a, b):\n    return a + b"], str(work), limits, [])
     try:
         student = Student(session)
         assert student.add(1, 2) == 3
@@ -83,3 +90,21 @@ def test_a_box_that_dies_fails_the_request_and_the_next_one_cleanly(tmp_path):
             student.add(1, 2)
     finally:
         session.close()
+
+
+def test_the_worker_output_file_is_never_opened_through_a_link(tmp_path, nobodys_workdir):
+    """A link planted in the work folder (by an earlier, unhooked child) must not lead a restarted worker,
+    started as root, to write into a root-only file."""
+    secret = tmp_path / "root-only"
+    secret.write_text("untouched")
+    secret.chmod(0o600)
+    work = nobodys_workdir
+    os.symlink(secret, work / ".worker-output")
+    limits = Limits(timeout=10, budget=120, user=NOBODY)
+    session = WorkerSession(["import os\nos.write(1, b'PWNED')"], str(work), limits, [])
+    try:
+        with pytest.raises(WorkerCrashed, match="did not start"):
+            defined(Student(session), "anything")
+    finally:
+        session.close()
+    assert secret.read_text() == "untouched"

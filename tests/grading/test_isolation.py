@@ -13,11 +13,13 @@ sees it succeed: the checks here can fail.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -211,3 +213,22 @@ def test_the_sandbox_is_a_user_of_its_own_without_capabilities():
     uid, status = done.stdout.split(" ", 1)
     assert int(uid) != 0 and int(uid) != os.getuid()
     assert "CapEff:\t0000000000000000" in status and "CapBnd:\t0000000000000000" in status
+
+
+@pytest.mark.slow
+def test_a_notebook_that_stops_its_own_box_costs_one_time_limit_and_is_marked_error(tmp_path):
+    """The box shares the sandbox's user, so student code can stop it. The grader then waits one time
+    limit (not one per test, nor past the budget) and flags the notebook for a second look."""
+    folder, out = tmp_path / "class", tmp_path / "out"
+    folder.mkdir()
+    stopper = SHELL + "shell('kill -STOP %d' % os.getppid())\ndef add(a, b):\n    os._exit(3)\n\nmul = add\n"
+    write(folder / "stopper.ipynb", stopper)
+    start = time.monotonic()
+    args = [str(folder), "--tests", str(TOY.parent), "--out", str(out), "--timeout", "10", "--budget", "300"]
+    assert cli.main([*args, "--no-run"]) == 0
+    seconds = time.monotonic() - start
+    result = json.loads((out / "stopper" / "results.json").read_text())
+    row = (out / "grades.csv").read_text().splitlines()[1]
+    assert ",error," in row and "stopped answering" in row, row
+    assert result["score"] == 0
+    assert seconds < 40, f"grading took {seconds:.0f} s: each test waited for the stopped box"
