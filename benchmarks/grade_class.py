@@ -6,7 +6,9 @@ Each measurement runs ``python -m course_lib.grading`` as a teacher would, start
 included. The class is copies of ``solutions/01_attention_from_the_formula.ipynb`` plus a
 few broken submissions (the generated exercise, a syntax error, a wrong task, an exception
 at the top level). One submission is also graded with ``--insecure-no-sandbox``: the
-difference is what the bubblewrap sandbox costs per submission. Targets (docs/design.md § 6):
+difference is what the bubblewrap sandbox costs per submission. With ``--dask``, the class is
+graded again on a Dask LocalCluster of ``--jobs`` workers (``--scheduler local``), which must
+give the same CSV. Targets (docs/design.md § 6):
 one submission under 15 s, a class of 30 under 3 minutes with ``--jobs 2``. The load
 average is printed too: on a shared machine the times depend on what else runs.
 """
@@ -76,6 +78,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--dask", action="store_true", help="also grade the class with --scheduler local")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="grade-bench-") as tmp:
@@ -92,16 +95,25 @@ def main() -> int:
         seconds, code = grade([str(folder), "--out", str(tmp / "class-out"), "--jobs", str(args.jobs)])
         rows.append((f"class of {args.students}, --jobs {args.jobs}", seconds, 180.0, code))
         grades = {r["student"]: r for r in csv.DictReader(open(tmp / "class-out" / "grades.csv"))}
+        same_on_dask = None
+        if args.dask:
+            seconds, code = grade([str(folder), "--out", str(tmp / "dask-out"), "--jobs", str(args.jobs),
+                                   "--scheduler", "local"])  # fmt: skip
+            rows.append((f"the same, --scheduler local ({args.jobs} workers)", seconds, 180.0, code))
+            on_dask = {r["student"]: r for r in csv.DictReader(open(tmp / "dask-out" / "grades.csv"))}
+            same_on_dask = on_dask == grades
         load = max(load, os.getloadavg()[0])
     print(f"machine: {os.cpu_count()} CPUs, load average up to {load:.1f} during the run (shared machine)")
-    print(f"{'measurement':<34} {'seconds':>8} {'target':>8}  exit")
+    print(f"{'measurement':<40} {'seconds':>8} {'target':>8}  exit")
     for name, seconds, target, code in rows:
-        print(f"{name:<34} {seconds:8.1f} {target:8.0f}  {code}")
+        print(f"{name:<40} {seconds:8.1f} {target:8.0f}  {code}")
     print(f"sandbox cost per submission: {sandbox_cost:+.1f} s (bubblewrap around the notebook's box)")
     full = sum(g["total"] == g["max"] for g in grades.values())
     wrong = [s for s, g in grades.items() if (kinds[s] == "solution") != (g["total"] == g["max"])]
     print(f"class: {full} full marks, {len(grades) - full} not; misgraded: {wrong or 'none'}")
-    return 1 if wrong or any(code != 0 for *_, code in rows) else 0
+    if same_on_dask is not None:
+        print(f"Dask gives the same CSV as --jobs {args.jobs}: {'yes' if same_on_dask else 'NO'}")
+    return 1 if wrong or same_on_dask is False or any(code != 0 for *_, code in rows) else 0
 
 
 if __name__ == "__main__":
