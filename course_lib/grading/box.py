@@ -95,6 +95,21 @@ def _not_dumpable() -> None:
         pass
 
 
+def _then_exit(run, *args) -> None:
+    """Run ``run(*args)`` and end this process (the box, or a child it forked): never return to the caller.
+
+    A failure of the grader's own code is printed to the process's output, and exits with 70.
+    """
+    code = 0
+    try:
+        run(*args)
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    finally:
+        os._exit(code)
+
+
 def _watch(conn: socket.socket) -> None:
     """In the kernel: exit when the launcher (jupyter_client's view of this kernel) is gone."""
     try:
@@ -173,7 +188,7 @@ class _Box:
             conn.close()
             return
         if pid == 0:
-            self._become_kernel(conn, connection_file)
+            _then_exit(self._become_kernel, conn, connection_file)
         self.exited.pop(pid, None)
         self.children.add(pid)
         try:
@@ -183,25 +198,18 @@ class _Box:
         conn.close()
 
     def _become_kernel(self, conn: socket.socket, connection_file: str) -> None:
-        code = 0
-        try:
-            conn.settimeout(None)
-            workdir = self.settings["pytest"]["kernel_workdir"]
-            worker.fence(dict(self.settings, workdir=workdir), {conn.fileno()})
-            os.environ.pop("MPLBACKEND", None)  # ipykernel then makes the inline backend the default
-            threading.Thread(target=_watch, args=(conn,), daemon=True).start()
-            from ipykernel.kernelapp import IPKernelApp
+        conn.settimeout(None)
+        workdir = self.settings["pytest"]["kernel_workdir"]
+        worker.fence(dict(self.settings, workdir=workdir), {conn.fileno()})
+        os.environ.pop("MPLBACKEND", None)  # ipykernel then makes the inline backend the default
+        threading.Thread(target=_watch, args=(conn,), daemon=True).start()
+        from ipykernel.kernelapp import IPKernelApp
 
-            sys.argv = ["ipykernel", "-f", connection_file]
-            app = IPKernelApp.instance()
-            app.initialize(["-f", connection_file])
-            sandbox.install(workdir, self.settings["deny"])
-            app.start()
-        except BaseException:
-            traceback.print_exc()
-            code = 70
-        finally:
-            os._exit(code)
+        sys.argv = ["ipykernel", "-f", connection_file]
+        app = IPKernelApp.instance()
+        app.initialize(["-f", connection_file])
+        sandbox.install(workdir, self.settings["deny"])
+        app.start()
 
     # -- requests from the grader --------------------------------------------------------
     def run(self, cells: list[str], stop: int) -> None:
@@ -231,7 +239,7 @@ class _Box:
             pid = None
             self.reply("error", f"fork failed: {err}")
         if pid == 0:
-            self._become_worker(workdir, deny, *fds)
+            _then_exit(self._become_worker, workdir, deny, *fds)
         for fd in fds:
             os.close(fd)
         if pid is not None:
@@ -240,23 +248,16 @@ class _Box:
             self.reply("forked", pid)
 
     def _become_worker(self, workdir: str, deny: list[str], requests_fd: int, replies_fd: int) -> None:
-        code = 0
-        try:
-            if self.position:  # files the trusted cells wrote are part of the state: the worker gets a copy
-                shutil.copytree(self.settings["workdir"], workdir, symlinks=True, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(".worker-output"))  # fmt: skip
-            settings = dict(self.settings, workdir=workdir, deny=deny)
-            worker.fence(settings, {requests_fd, replies_fd})
-            shell = self.shell or worker.make_shell()
-            sandbox.install(workdir, deny)
-            requests = Connection(requests_fd, writable=False)
-            replies = Connection(replies_fd, readable=False)
-            worker.Worker(shell, requests, replies).serve()
-        except BaseException:
-            traceback.print_exc()
-            code = 70
-        finally:
-            os._exit(code)
+        if self.position:  # files the trusted cells wrote are part of the state: the worker gets a copy
+            shutil.copytree(self.settings["workdir"], workdir, symlinks=True, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".worker-output"))  # fmt: skip
+        settings = dict(self.settings, workdir=workdir, deny=deny)
+        worker.fence(settings, {requests_fd, replies_fd})
+        shell = self.shell or worker.make_shell()
+        sandbox.install(workdir, deny)
+        requests = Connection(requests_fd, writable=False)
+        replies = Connection(replies_fd, readable=False)
+        worker.Worker(shell, requests, replies).serve()
 
     def reap(self) -> None:
         while True:
@@ -315,22 +316,15 @@ class _Box:
 
 def main(control_fd: int, settings: dict) -> None:
     """The box's entry point: ``python -m course_lib.grading.box CONTROL_FD SETTINGS_JSON``."""
-    code = 0
-    try:
-        _not_dumpable()
-        box = _Box(socket.socket(fileno=control_fd), settings)
-        if settings.get("pytest"):
-            box.start_pytest()
-        import importlib
+    import importlib
 
-        for name in PRELOAD:
-            importlib.import_module(name)
-        box.serve()
-    except BaseException:
-        traceback.print_exc()
-        code = 70
-    finally:
-        os._exit(code)
+    _not_dumpable()
+    box = _Box(socket.socket(fileno=control_fd), settings)
+    if settings.get("pytest"):
+        box.start_pytest()
+    for name in PRELOAD:
+        importlib.import_module(name)
+    box.serve()
 
 
 # -- the grader's side -----------------------------------------------------------------------
@@ -472,4 +466,4 @@ class Box:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), json.loads(sys.argv[2]))
+    _then_exit(main, int(sys.argv[1]), json.loads(sys.argv[2]))
