@@ -62,10 +62,6 @@ class BoxError(RuntimeError):
     """The box failed or stopped answering: the grader's problem (or a trusted notebook's), not a student's."""
 
 
-class BoxTimeout(BoxError):
-    """The box did not answer in time: it may be stopped, or the time budget ran out while it worked."""
-
-
 class Threaded(BoxError):
     """The trusted cells started a thread (a profiler's, say): the box can fork no more."""
 
@@ -394,7 +390,7 @@ class Box:
             reply = self.channel.receive(end)
         except (protocol.Timeout, TimeoutError):
             self.failed = f"the sandbox's box did not answer within {wait:g} s"
-            raise BoxTimeout(self.failed) from None
+            raise BoxError(self.failed) from None
         except (protocol.Closed, OSError) as err:
             self.failed = f"the sandbox's box is gone ({err or f'exit code {self.process.poll()}'})"
             raise BoxError(self.failed) from None
